@@ -1,0 +1,174 @@
+"""The MobileViT block (Section 3.1, Figure 1b of Mehta & Rastegari, ICLR 2022).
+
+local representation (n x n conv, then 1x1 to width d) -> unfold into P = h*w pixel positions
+x N non-overlapping patches -> L pre-norm transformer layers that attend, for each pixel
+position, across all N patches -> fold back -> 1x1 projection to C -> concat with the block
+input (the skip connection) -> n x n fusion conv.
+
+A feature map whose side is not a multiple of the patch size is resized bilinearly to the next
+multiple before unfolding and back after folding, as ml-cvnets, timm and transformers do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ConvNormAct
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection, computed by SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, attn_dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attn_dropout = attn_dropout
+        # qkv rows: [0:d] query, [d:2d] key, [2d:3d] value; heads are contiguous d/heads chunks
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape  # [B*P, N, d]
+        # [B*P, N, 3d] -> [B*P, N, 3, heads, hd] -> [3, B*P, heads, N, hd]
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        # [B*P, heads, N, hd] -> [B*P, N, d]
+        y = y.transpose(1, 2).reshape(b, n, d)
+        return self.proj(y)
+
+
+class FeedForward(nn.Module):
+    """Linear d -> ffn -> SiLU -> dropout -> Linear ffn -> d."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.SiLU()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer encoder layer without positional embedding or drop-path."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, attn_dropout)
+        self.drop1 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = FeedForward(dim, ffn_dim, ffn_dropout)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop1(self.attn(self.norm1(x)))
+        return x + self.drop2(self.mlp(self.norm2(x)))
+
+
+def unfold_patches(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B*P, N, C] with P = ph*pw pixel positions and N = (H/ph)*(W/pw) patches.
+
+    Keeps every intermediate at rank <= 4 (CoreML's flexible shapes fail above rank 5).
+    """
+    b, c, h, w = x.shape
+    nh, nw = h // ph, w // pw
+    if ph == pw:
+        # [B, C, H, W] -> [B, C*P, nh, nw]; channel index = c*P + (i*pw + j)
+        x = F.pixel_unshuffle(x, ph)
+    else:
+        # [B, C, H, W] -> [B*C, nh, ph, nw, pw] -> [B*C, ph, pw, nh, nw]
+        x = x.reshape(b * c, nh, ph, nw, pw).permute(0, 2, 4, 1, 3)
+    # -> [B, C, P, N] -> [B, P, N, C] -> [B*P, N, C]
+    x = x.reshape(b, c, ph * pw, nh * nw).permute(0, 2, 3, 1)
+    return x.reshape(b * ph * pw, nh * nw, c)
+
+
+def fold_patches(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
+    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw]."""
+    c = x.shape[-1]
+    # [B*P, N, C] -> [B, P, N, C] -> [B, C, P, N]
+    x = x.reshape(batch, ph * pw, nh * nw, c).permute(0, 3, 1, 2)
+    if ph == pw:
+        # [B, C, P, N] -> [B, C*P, nh, nw] -> [B, C, H, W]
+        return F.pixel_shuffle(x.reshape(batch, c * ph * pw, nh, nw), ph)
+    # [B, C, P, N] -> [B*C, ph, pw, nh, nw] -> [B*C, nh, ph, nw, pw] -> [B, C, H, W]
+    x = x.reshape(batch * c, ph, pw, nh, nw).permute(0, 3, 1, 4, 2)
+    return x.reshape(batch, c, nh * ph, nw * pw)
+
+
+class MobileViTBlock(nn.Module):
+    """Local conv -> unfold -> transformers across patches -> fold -> projection -> fusion."""
+
+    def __init__(
+        self,
+        channels: int,
+        transformer_dim: int,
+        depth: int,
+        num_heads: int = 4,
+        ffn_dim: int | None = None,
+        patch_size: tuple[int, int] = (2, 2),
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+        skip_connection: bool = True,
+        layer_norm_eps: float = 1e-5,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.skip_connection = skip_connection
+        ffn_dim = 2 * transformer_dim if ffn_dim is None else ffn_dim
+        self.conv_local = ConvNormAct(channels, channels, kernel_size, dilation=dilation)
+        self.conv_in = nn.Conv2d(channels, transformer_dim, 1, bias=False)
+        self.transformer = nn.Sequential(
+            *[
+                TransformerLayer(
+                    transformer_dim, num_heads, ffn_dim, dropout, attn_dropout, ffn_dropout, layer_norm_eps
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(transformer_dim, eps=layer_norm_eps)
+        self.conv_proj = ConvNormAct(transformer_dim, channels, 1)
+        fusion_in = 2 * channels if skip_connection else channels
+        self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        y = self.conv_in(self.conv_local(x))  # [B, d, H, W]
+        b, _, h, w = y.shape
+        ph, pw = self.patch_size
+        new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
+        resized = (new_h, new_w) != (h, w)
+        if resized:
+            y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        tokens = unfold_patches(y, ph, pw)  # [B*P, N, d]
+        tokens = self.norm(self.transformer(tokens))
+        y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw)  # [B, d, new_h, new_w]
+        if resized:
+            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        y = self.conv_proj(y)
+        if self.skip_connection:
+            y = torch.cat((shortcut, y), dim=1)
+        return self.conv_fusion(y)

@@ -1,0 +1,95 @@
+"""Apple ml-cvnets v0.1 checkpoints -> this package's key layout.
+
+Layout (see shared/fixtures/cvnets/README.md): ``conv_1`` stem, ``layer_{1..5}`` stages with
+``block.{exp_1x1,conv_3x3,red_1x1}`` MV2 blocks, MobileViT blocks with ``local_rep``,
+``global_rep`` (pre-norm transformer layers + a final LayerNorm), ``conv_proj`` and ``fusion``,
+then ``conv_1x1_exp`` and ``classifier.fc``. Detection and segmentation models prefix the
+backbone with ``encoder.``. The weights were trained on BGR images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .common import RuleSet, shift_stage
+
+CHANNEL_ORDER = "BGR"
+
+_L = r"(?P<p>(encoder\.)?)layer_(?P<layer>[1-5])"
+_MV2 = {"exp_1x1": "expand", "conv_3x3": "dw", "red_1x1": "project"}
+_FFN = {"0": "norm2", "1": "mlp.fc1", "4": "mlp.fc2"}
+
+
+def _p(m) -> str:  # prefix carried over as our "backbone." for encoder-wrapped checkpoints
+    return "backbone." if m.group("p") else ""
+
+
+BACKBONE_RULES = RuleSet(
+    "cvnets",
+    (
+        (
+            r"(?P<p>(encoder\.)?)conv_1\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: f"{_p(m)}stem.{m['m']}.{m['t']}",
+        ),
+        (
+            _L + r"\.(?P<j>\d+)\.block\.(?P<c>exp_1x1|conv_3x3|red_1x1)\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.{j}." + _MV2[m["c"]] + ".{m}.{t}"),
+        ),
+        (
+            _L + r"\.1\.local_rep\.conv_3x3\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.conv_local.{m}.{t}"),
+        ),
+        (
+            _L + r"\.1\.local_rep\.conv_1x1\.block\.conv\.weight",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.conv_in.weight"),
+        ),
+        (
+            _L + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_mha\.0\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.transformer.{j}.norm1.{t}"),
+        ),
+        (
+            _L
+            + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_mha\.1\.(?P<w>qkv_proj|out_proj)\.(?P<t>weight|bias)",
+            lambda m: (
+                _p(m)
+                + shift_stage(
+                    m,
+                    "stages.{layer}.1.transformer.{j}.attn."
+                    + ("qkv" if m["w"] == "qkv_proj" else "proj")
+                    + ".{t}",
+                )
+            ),
+        ),
+        (
+            _L + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_ffn\.(?P<i>[014])\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.transformer.{j}." + _FFN[m["i"]] + ".{t}"),
+        ),
+        (
+            _L + r"\.1\.global_rep\.\d+\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.norm.{t}"),
+        ),
+        (
+            _L + r"\.1\.(?P<c>conv_proj|fusion)\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: (
+                _p(m)
+                + shift_stage(
+                    m,
+                    "stages.{layer}.1."
+                    + ("conv_proj" if m["c"] == "conv_proj" else "conv_fusion")
+                    + ".{m}.{t}",
+                )
+            ),
+        ),
+        (r"conv_1x1_exp\.block\.(?P<m>conv|norm)\.(?P<t>\w+)", r"conv_exp.\g<m>.\g<t>"),
+        (r"classifier\.fc\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
+    ),
+)
+
+
+def is_cvnets(state_dict: dict[str, torch.Tensor]) -> bool:
+    return "conv_1.block.conv.weight" in state_dict or "encoder.conv_1.block.conv.weight" in state_dict
+
+
+def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """cvnets ``MobileViT`` classifier state dict -> ours."""
+    return BACKBONE_RULES.apply(state_dict)

@@ -1,0 +1,58 @@
+"""timm ``mobilevit_*`` (ByobNet) state dicts -> this package's key layout.
+
+timm keeps ml-cvnets' structure under other names: ``stem``, ``stages.{i}.{j}`` with
+``conv1_1x1 / conv2_kxk / conv3_1x1`` MV2 blocks and ``conv_kxk / conv_1x1 / transformer /
+norm / conv_proj / conv_fusion`` MobileViT blocks, ``final_conv`` and ``head.fc``.
+timm documents its copy of Apple's weights as RGB input, mean 0 / std 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .common import RuleSet
+
+CHANNEL_ORDER = "RGB"
+
+_MV2 = {"conv1_1x1": "expand", "conv2_kxk": "dw", "conv3_1x1": "project"}
+
+
+def _norm(m: str) -> str:
+    return "norm" if m == "bn" else m
+
+
+RULES = RuleSet(
+    "timm",
+    (
+        (r"stem\.(?P<m>conv|bn)\.(?P<t>\w+)", lambda m: f"stem.{_norm(m['m'])}.{m['t']}"),
+        (
+            r"stages\.(?P<i>\d)\.(?P<j>\d+)\.(?P<c>conv1_1x1|conv2_kxk|conv3_1x1)\.(?P<m>conv|bn)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.{m['j']}.{_MV2[m['c']]}.{_norm(m['m'])}.{m['t']}",
+        ),
+        (
+            r"stages\.(?P<i>\d)\.1\.conv_kxk\.(?P<m>conv|bn)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.1.conv_local.{_norm(m['m'])}.{m['t']}",
+        ),
+        (r"stages\.(?P<i>\d)\.1\.conv_1x1\.weight", r"stages.\g<i>.1.conv_in.weight"),
+        (
+            r"stages\.(?P<i>\d)\.1\.transformer\.(?P<j>\d+)\.(?P<w>norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(?P<t>weight|bias)",
+            r"stages.\g<i>.1.transformer.\g<j>.\g<w>.\g<t>",
+        ),
+        (r"stages\.(?P<i>\d)\.1\.norm\.(?P<t>weight|bias)", r"stages.\g<i>.1.norm.\g<t>"),
+        (
+            r"stages\.(?P<i>\d)\.1\.(?P<c>conv_proj|conv_fusion)\.(?P<m>conv|bn)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.1.{m['c']}.{_norm(m['m'])}.{m['t']}",
+        ),
+        (r"final_conv\.(?P<m>conv|bn)\.(?P<t>\w+)", lambda m: f"conv_exp.{_norm(m['m'])}.{m['t']}"),
+        (r"head\.fc\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
+    ),
+)
+
+
+def is_timm(state_dict: dict[str, torch.Tensor]) -> bool:
+    return "stem.bn.weight" in state_dict and any(".conv1_1x1." in k for k in state_dict)
+
+
+def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ``MobileVit`` (ByobNet) classifier state dict -> ours."""
+    return RULES.apply(state_dict)
