@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment (.venv) and install the package into it.
+# Re-running is cheap: pip runs again only when pyproject.toml changed (or the venv is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3.13 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY=$cand; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "setup: need Python >= 3.11 on PATH" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+
+extras=${MOBILEVIT_EXTRAS:-dev}
+stamp=.venv/.mobilevit-install-stamp
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=$extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import mobilevit' 2>/dev/null; then
+  echo "setup: installing mobilevit[$extras] into .venv (torch is large: the first run takes minutes)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  # torch / torchvision are pinned in pyproject.toml; plain pip takes the builds served locally.
+  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,123 @@
+"""The ``mobilevit`` command: models, weights, bench, convert."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import torch
+
+VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import create_model, list_models
+    from .bench import count_params
+
+    for name in list_models(args.pattern):
+        print(f"{name:24s} {count_params(create_model(name)):>12,d} params")
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from .weights import WEIGHTS, cache_dir
+
+    print(f"cache: {cache_dir()}")
+    for tag, spec in sorted(WEIGHTS.items()):
+        cached = (cache_dir() / spec.filename).is_file()
+        print(
+            f"{tag:28s} {spec.source_format:12s} input {spec.channel_order} "
+            f"top-1 {spec.top1}  {'cached' if cached else spec.url}"
+        )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, machine_info, rows_as_dicts, summarize_models
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = (args.img_size[0], args.img_size[-1])
+    if min(size) < 1:
+        raise SystemExit(f"--img-size must be positive, got {args.img_size}")
+    info = machine_info()
+    print(
+        f"# {info['cpu']} ({', '.join(info['extensions']) or 'no AVX'}), {info['threads']} threads, torch {info['torch']}"
+    )
+    rows = summarize_models(args.models, size, iters=args.iters)
+    print(format_table(rows, size))
+    if args.json:
+        print(json.dumps({"machine": info, "img_size": size, "rows": rows_as_dicts(rows)}))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_file
+
+    meta = convert_file(
+        args.src, args.out, source=args.source, model_name=args.model, to_rgb=not args.keep_bgr
+    )
+    print(
+        f"wrote {args.out}: {meta['arch']} ({meta['num_classes']} classes) from {meta['converted_from']}, "
+        f"takes {meta['channel_order']} input"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mobilevit", description="MobileViT models, weights and tools")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list registered models with their parameter counts")
+    s.add_argument("pattern", nargs="?", default="*")
+    s.set_defaults(fn=_cmd_models)
+
+    s = sub.add_parser("weights", help="list the released weights this package knows")
+    s.set_defaults(fn=_cmd_weights)
+
+    s = sub.add_parser("bench", help="params, GFLOPs and batch-1 latency of each model")
+    s.add_argument("--models", nargs="+", default=list(VARIANTS))
+    s.add_argument("--img-size", nargs="+", type=int, default=[256], metavar="H [W]")
+    s.add_argument("--iters", type=int, default=20)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    s.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    s.set_defaults(fn=_cmd_bench)
+
+    s = sub.add_parser("convert", help="convert timm / transformers / ml-cvnets weights to safetensors")
+    s.add_argument("src", help="checkpoint file, or a transformers save_pretrained folder")
+    s.add_argument("out", help="output .safetensors path")
+    s.add_argument(
+        "--from",
+        dest="source",
+        choices=["timm", "transformers", "cvnets"],
+        default=None,
+        help="source format (default: detected from the keys)",
+    )
+    s.add_argument("--model", default=None, help="target model name (default: inferred from the shapes)")
+    s.add_argument(
+        "--keep-bgr",
+        action="store_true",
+        help="keep a BGR-trained stem as is (default: flip it so the model takes RGB)",
+    )
+    s.set_defaults(fn=_cmd_convert)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"mobilevit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""Helpers shared by the tests: random-but-non-trivial weights and the fixture folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("MOBILEVIT_FIXTURES", REPO.parent / "shared" / "fixtures" / "cvnets"))
+VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
+
+# transformers MobileViTConfig arguments of the three released models
+HF_CONFIGS = {
+    "mobilevit_xxs": dict(
+        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
+    ),
+    "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
+    "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
+}
+
+
+@torch.no_grad()
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every norm and bias random values so a wrong key mapping cannot hide.
+
+    A fresh model has identity BatchNorms and zero biases: a swapped BN, LN or bias would then
+    still give the right answer. (The ml-cvnets fixtures were randomised the same way.)
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        if isinstance(m, nn.BatchNorm2d | nn.LayerNorm):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+        if isinstance(m, nn.Linear | nn.Conv2d) and m.bias is not None:
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a - b).abs().max().item()
