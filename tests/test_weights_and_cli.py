@@ -64,7 +64,9 @@ def test_convert_cli_transformers_folder(tmp_path, capsys):
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"ml-cvnets fixtures not found at {FIXTURES}")
 def test_convert_cli_cvnets_reproduces_fixture(tmp_path, capsys):
     out = tmp_path / "xxs.safetensors"
-    assert main(["convert", str(FIXTURES / "mobilevit_xxs.pt"), str(out), "--from", "cvnets", "--keep-bgr"]) == 0
+    assert (
+        main(["convert", str(FIXTURES / "mobilevit_xxs.pt"), str(out), "--from", "cvnets", "--keep-bgr"]) == 0
+    )
     assert "takes BGR input" in capsys.readouterr().out
     io = torch.load(FIXTURES / "mobilevit_xxs.io.pt", weights_only=True)
     model = create_model("mobilevit_xxs", pretrained=out).eval()
@@ -107,7 +109,10 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     sd.pop("conv_exp.norm.bias")
     sd["extra.weight"] = torch.zeros(1)
     path = save_weights(sd, tmp_path / "w.safetensors", {"format": "mobilevit"})
-    with pytest.raises(CheckpointMismatchError, match=r"(?s)missing keys \(1\): conv_exp.norm.bias.*unexpected keys \(1\): extra.weight"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"(?s)missing keys \(1\): conv_exp.norm.bias.*unexpected keys \(1\): extra.weight",
+    ):
         create_model("mobilevit_xxs", pretrained=path)
 
 
@@ -153,7 +158,9 @@ def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
     assert spec.channel_order == "BGR" and spec.mean == (0.0, 0.0, 0.0) and spec.crop_size == 256
     assert WEIGHTS["mobilevit_xxs.timm_in1k"].channel_order == "RGB"
     # downloads are off in the tests: a clear error that says where the file goes
-    with pytest.raises(FileNotFoundError, match=r"not in the local cache .*MOBILEVIT_OFFLINE.*mobilevit_xxs\.pt"):
+    with pytest.raises(
+        FileNotFoundError, match=r"not in the local cache .*MOBILEVIT_OFFLINE.*mobilevit_xxs\.pt"
+    ):
         create_model("mobilevit_xxs", pretrained="mobilevit_xxs.cvnets_in1k")
     if FIXTURES.is_dir():  # a cached Apple-format file is found by its tag and converted to RGB
         cache_dir().mkdir(parents=True)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -67,6 +68,70 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine.config import load_config
+    from .engine.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.out_dir:
+        cfg.run.out_dir = args.out_dir
+    summary = train(cfg, resume=args.resume)
+    print(json.dumps(summary))
+    return 0 if summary["stopped"] is None else 3
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.config import load_config
+    from .engine.loop import Trainer
+
+    overrides = list(args.overrides)
+    overrides += [
+        f"model.pretrained={args.weights}",
+        "model.reset_classifier=false",
+        "optim.epochs=1",
+        "run.progress=false",
+        "ema.enabled=false",
+    ]
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    cfg = load_config(args.config, overrides)
+    cfg.run.out_dir = args.out_dir or str(Path(args.weights).parent / "eval")
+    _apply_weights_meta(cfg, args.weights)
+    trainer = Trainer(cfg)
+    result = trainer.evaluate(trainer.model)
+    result.update(weights=str(args.weights), split=str(trainer.root / cfg.data.val_split))
+    print(json.dumps(result))
+    return 0
+
+
+def _apply_weights_meta(cfg, weights: str) -> None:
+    """Take the architecture and config overrides recorded in a weights file."""
+    from .serialization import read_state_dict
+
+    _, meta = read_state_dict(weights)
+    if "arch" in meta:
+        cfg.model.name = meta["arch"]
+    if "model_overrides" in meta:
+        cfg.model.overrides = json.loads(meta["model_overrides"])
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import load_classifier, predict_images
+
+    model, classes = load_classifier(args.weights, args.model)
+    results = predict_images(model, classes, args.images, img_size=args.img_size, topk=args.topk)
+    for r in results:
+        if "error" in r:
+            print(f"{r['image']}: error: {r['error']}")
+            continue
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {t['prob']:7.2%}  {t['class']}")
+    if args.json:
+        print(json.dumps(results))
+    return 0 if all("error" not in r for r in results) else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilevit", description="MobileViT models, weights and tools")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -104,6 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a BGR-trained stem as is (default: flip it so the model takes RGB)",
     )
     s.set_defaults(fn=_cmd_convert)
+
+    s = sub.add_parser("train", help="train or fine-tune a classifier with the paper's recipe")
+    s.add_argument("--config", default=None, help="YAML recipe (see configs/)")
+    s.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-3 data.batch_size=64")
+    s.add_argument("--resume", default=None, help="resume.pt (or its run folder) of an interrupted run")
+    s.add_argument("--out-dir", default=None, help="shortcut for run.out_dir=...")
+    s.set_defaults(fn=_cmd_train)
+
+    s = sub.add_parser("eval", help="top-1 / top-5 / loss of a weights file on a validation split")
+    s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
+    s.add_argument("--config", default=None, help="recipe whose data section to use")
+    s.add_argument("overrides", nargs="*", help="e.g. data.dataset=digits data.img_size=64")
+    s.add_argument("--model", default=None)
+    s.add_argument("--out-dir", default=None)
+    s.set_defaults(fn=_cmd_eval)
+
+    s = sub.add_parser("predict", help="top-5 classes with names for images")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--model", default=None, help="architecture, for files that do not record it")
+    s.add_argument("--img-size", type=int, default=256)
+    s.add_argument("--topk", type=int, default=5)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_predict)
     return p
 
 
@@ -114,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         print(f"mobilevit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

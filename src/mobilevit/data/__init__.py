@@ -1,0 +1,19 @@
+"""Datasets, transforms and the multi-scale sampler."""
+
+from .folders import BadSample, DataError, ImageFolderDataset, collate_skip_bad
+from .sampler import MultiScaleBatchSampler, SampleKey
+from .synthetic import write_digits, write_shapes
+from .transforms import EvalTransform, TrainTransform
+
+__all__ = [
+    "BadSample",
+    "DataError",
+    "EvalTransform",
+    "ImageFolderDataset",
+    "MultiScaleBatchSampler",
+    "SampleKey",
+    "TrainTransform",
+    "collate_skip_bad",
+    "write_digits",
+    "write_shapes",
+]

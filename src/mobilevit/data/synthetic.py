@@ -1,0 +1,129 @@
+"""Built-in datasets written to disk as image folders, so the real folder loader is what runs.
+
+- ``digits``: scikit-learn's 1,797 real handwritten digits (8x8, 10 classes), scaled up and
+  split into train / val with a fixed stratified split.
+- ``shapes``: generated coloured shapes (ellipse, rectangle, triangle, star) on textured
+  backgrounds, of random size, position and rotation.
+
+Each writer leaves a ``.complete`` marker with its parameters and does nothing when a folder
+made with the same parameters exists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+MARKER = ".complete"
+
+
+def _up_to_date(root: Path, params: dict) -> bool:
+    marker = root / MARKER
+    return marker.is_file() and json.loads(marker.read_text()) == params
+
+
+def _finish(root: Path, params: dict) -> Path:
+    (root / MARKER).write_text(json.dumps(params))
+    return root
+
+
+def write_digits(root: str | Path, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Path:
+    """scikit-learn's digits as ``root/{train,val}/<digit>/<n>.png`` (RGB, ``size`` x ``size``)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    root = Path(root)
+    params = {"dataset": "digits", "size": size, "val_fraction": val_fraction, "seed": seed}
+    if _up_to_date(root, params):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # [1797, 8, 8]
+    idx = np.arange(len(images))
+    train_idx, val_idx = train_test_split(
+        idx, test_size=val_fraction, random_state=seed, stratify=digits.target
+    )
+    for split, ids in (("train", train_idx), ("val", val_idx)):
+        for i in ids:
+            folder = root / split / str(digits.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            img = Image.fromarray(images[i], mode="L").resize((size, size), Image.Resampling.BICUBIC)
+            img.convert("RGB").save(folder / f"{i:04d}.png")
+    return _finish(root, params)
+
+
+SHAPES = ("ellipse", "rectangle", "triangle", "star")
+
+
+def _texture(rng: np.random.Generator, size: int) -> Image.Image:
+    """A smooth random colour field plus fine noise: a background with structure, not a flat fill."""
+    coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(coarse, "RGB").resize((size, size), Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 18, size=(size, size, 3))
+    arr = np.asarray(img, dtype=np.float64) * 0.6 + 50 + noise
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices of a shape of ``kind`` centred at (cx, cy) with radius r, rotated by ``angle``."""
+    if kind == "triangle":
+        radii, n = [r], 3
+    elif kind == "rectangle":
+        radii, n = [r], 4
+    elif kind == "star":
+        radii, n = [r, 0.45 * r], 10
+    elif kind == "ellipse":
+        radii, n = [r], 48
+    else:
+        raise ValueError(f"unknown shape {kind!r}; choose from {SHAPES}")
+    pts = []
+    squash = 0.6 if kind == "ellipse" else 1.0  # ellipses: a squashed circle, then rotated
+    for k in range(n):
+        t = 2 * math.pi * k / n
+        rr = radii[k % len(radii)]
+        x, y = rr * math.cos(t), squash * rr * math.sin(t)
+        pts.append(
+            (cx + x * math.cos(angle) - y * math.sin(angle), cy + x * math.sin(angle) + y * math.cos(angle))
+        )
+    return pts
+
+
+def draw_shape(
+    img: Image.Image, kind: str, rng: np.random.Generator, min_r: float, max_r: float
+) -> tuple[float, float, float, float]:
+    """Draw one randomly placed, coloured shape; return its bounding box (x0, y0, x1, y1)."""
+    w, h = img.size
+    r = rng.uniform(min_r, max_r)
+    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    pts = shape_polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
+    colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+    ImageDraw.Draw(img).polygon(pts, fill=colour, outline=(0, 0, 0))
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return max(0.0, min(xs)), max(0.0, min(ys)), min(float(w), max(xs)), min(float(h), max(ys))
+
+
+def write_shapes(
+    root: str | Path, size: int = 64, train_per_class: int = 150, val_per_class: int = 40, seed: int = 0
+) -> Path:
+    """A generated classification set: one shape per image, ``root/{train,val}/<shape>/<n>.png``."""
+    root = Path(root)
+    params = {"dataset": "shapes", "size": size, "train": train_per_class, "val": val_per_class, "seed": seed}
+    if _up_to_date(root, params):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for kind in SHAPES:
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = _texture(rng, size)
+                draw_shape(img, kind, rng, size * 0.18, size * 0.42)
+                img = img.filter(ImageFilter.GaussianBlur(0.5))
+                img.save(folder / f"{i:04d}.png")
+    return _finish(root, params)

@@ -1,0 +1,259 @@
+"""Training configuration: dataclass defaults <- YAML recipe <- ``key=value`` overrides.
+
+Unknown keys and bad values are errors that list what is accepted, raised before any work.
+The resolved config is saved beside every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An unknown key or an invalid value in a training config."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "folder"  # folder | digits | shapes
+    root: str = ""  # folder root with train/ and val/ (built-in sets: where to write them)
+    train_split: str = "train"
+    val_split: str = "val"
+    img_size: int = 256  # base training resolution and eval crop
+    eval_resize: int = 0  # shorter side before the eval centre crop (0: img_size + 32)
+    batch_size: int = 128  # per process, at the base resolution
+    eval_batch_size: int = 0  # 0: same as batch_size
+    multiscale: bool = True
+    resolutions: list[int] = field(default_factory=lambda: [160, 192, 256, 288, 320])
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    hflip: float = 0.5
+    interpolation: str = "bilinear"
+    num_workers: int = 2
+    max_bad_fraction: float = 0.01  # fail when more than this fraction of files is unreadable
+    builtin_size: int = 32  # image side written for the built-in datasets
+
+    def validate(self) -> None:
+        if self.dataset not in ("folder", "digits", "shapes"):
+            raise ConfigError(f"data.dataset must be folder, digits or shapes, got {self.dataset!r}")
+        if self.dataset == "folder" and not self.root:
+            raise ConfigError("data.root is required for data.dataset=folder")
+        for name in ("img_size", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if self.multiscale and any(r <= 0 for r in self.resolutions):
+            raise ConfigError(f"data.resolutions must be positive, got {self.resolutions}")
+        if len(self.rrc_scale) != 2 or not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ConfigError(f"data.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.rrc_scale}")
+        if not 0 <= self.hflip <= 1:
+            raise ConfigError(f"data.hflip must be a probability, got {self.hflip}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ConfigError(f"data.interpolation must be bilinear or bicubic, got {self.interpolation!r}")
+        if self.num_workers < 0 or not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError("data.num_workers must be >= 0 and data.max_bad_fraction in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mobilevit_s"
+    num_classes: int = 0  # 0: the number of class folders
+    pretrained: str = ""  # weight tag or checkpoint path to start from
+    reset_classifier: bool = True  # fine-tuning: a new class count gets a fresh classifier
+    overrides: dict[str, Any] = field(default_factory=dict)  # MobileViTConfig fields
+
+    def validate(self) -> None:
+        from ..registry import list_models
+
+        if self.name not in list_models():
+            raise ConfigError(
+                f"model.name {self.name!r} is not a model; available: {', '.join(list_models())}"
+            )
+        if self.num_classes < 0:
+            raise ConfigError(f"model.num_classes must be >= 0, got {self.num_classes}")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 300
+    lr: float = 2e-3  # peak learning rate (after warmup), for the effective batch
+    min_lr: float = 2e-4  # end of the cosine
+    warmup_start_lr: float = 2e-4
+    warmup_iters: int = 3000  # optimizer steps
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    accum_steps: int = 1  # gradient accumulation to reach an effective batch
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # max grad norm, 0: off
+
+    def validate(self) -> None:
+        if self.epochs <= 0:
+            raise ConfigError(f"optim.epochs must be positive, got {self.epochs}")
+        for name in ("lr", "min_lr", "warmup_start_lr"):
+            if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
+                raise ConfigError(
+                    f"optim.{name} must be {'positive' if name == 'lr' else '>= 0'}, got {getattr(self, name)}"
+                )
+        if self.warmup_iters < 0 or self.accum_steps < 1:
+            raise ConfigError("optim.warmup_iters must be >= 0 and optim.accum_steps >= 1")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.grad_clip < 0:
+            raise ConfigError(
+                "optim.weight_decay and optim.grad_clip must be >= 0, optim.label_smoothing in [0, 1)"
+            )
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    momentum: float = 5e-4  # ema = (1 - momentum) * ema + momentum * weights, every step
+    warmup: bool = False  # ramp momentum from 1 down (useful for short runs)
+    # Before evaluating the EMA model, re-estimate its BatchNorm statistics on this many training
+    # batches (on a copy; "precise BN"). 0: off, the paper's setting. Short runs with large steps
+    # need it: the average of BN statistics then no longer matches the averaged weights.
+    recalibrate_bn: int = 0
+
+    def validate(self) -> None:
+        if not 0 < self.momentum <= 1:
+            raise ConfigError(f"ema.momentum must be in (0, 1], got {self.momentum}")
+        if self.recalibrate_bn < 0:
+            raise ConfigError(f"ema.recalibrate_bn must be >= 0, got {self.recalibrate_bn}")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False  # autocast to bfloat16
+    channels_last: bool = False
+    eval_every: int = 1  # epochs
+    log_every: int = 10  # steps between progress-bar refreshes of the loss
+    max_nonfinite: int = 5  # stop after this many non-finite losses in a row
+    max_steps: int = 0  # stop this process after N optimizer steps (writes a resume file); 0: off
+    threads: int = 0  # torch CPU threads, 0: torch's default
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"run.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.eval_every < 1 or self.log_every < 1 or self.max_nonfinite < 1 or self.max_steps < 0:
+            raise ConfigError(
+                "run.eval_every, run.log_every and run.max_nonfinite must be >= 1, run.max_steps >= 0"
+            )
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> TrainConfig:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _accepted(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            out = hint(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}") from e
+        if hint is int and isinstance(value, float) and value != out:
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return out
+    if hint is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for key, value in updates.items():
+        name = key.replace("-", "_")
+        where = f"{prefix}{name}"
+        if name not in hints:
+            raise ConfigError(
+                f"unknown config key {where!r}; accepted under {prefix or 'top level'}: "
+                f"{', '.join(_accepted(type(obj)))}"
+            )
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a mapping of {', '.join(_accepted(type(current)))}")
+            _merge(current, value, f"{where}.")
+        else:
+            setattr(obj, name, _coerce(value, hints[name], where))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "data.resolutions=[64,96]"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().lstrip("-").split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML recipe at ``path``, then ``overrides``; validated."""
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: a recipe must be a mapping of sections")
+        _merge(cfg, data, "")
+    if overrides:
+        _merge(cfg, parse_overrides(overrides), "")
+    return cfg.validate()
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

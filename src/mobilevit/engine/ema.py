@@ -1,0 +1,50 @@
+"""Exponential moving average of weights *and* BatchNorm buffers, updated every step.
+
+The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` with m = 5e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    def __init__(self, model: nn.Module, momentum: float = 5e-4, warmup: bool = False) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.momentum = momentum
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_momentum(self) -> float:
+        if not self.warmup:
+            return self.momentum
+        # ramp: average everything seen so far at first, then settle at ``momentum``
+        return max(self.momentum, 1.0 / (self.updates + 1))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        m = self.current_momentum()
+        ema_state = self.module.state_dict()
+        floats_e, floats_m = [], []
+        for key, value in model.state_dict().items():
+            target = ema_state[key]
+            if target.is_floating_point():
+                floats_e.append(target)
+                floats_m.append(value.detach())
+            else:
+                target.copy_(value)  # num_batches_tracked
+        torch._foreach_lerp_(floats_e, floats_m, m)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates, "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,111 @@
+"""Top-k accuracy, per-epoch metric files (CSV + JSONL, TensorBoard when installed) and curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Number of samples whose target is among the top-k logits, for each k (k capped at #classes)."""
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices  # [B, maxk]
+    hit = pred.eq(targets[:, None])
+    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+class MetricsLog:
+    """Appends one row per epoch to ``metrics.csv`` and ``metrics.jsonl`` (and TensorBoard)."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.dir = Path(out_dir)
+        self.csv = self.dir / "metrics.csv"
+        self.jsonl = self.dir / "metrics.jsonl"
+        self.tb = None
+        try:  # optional
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.dir / "tensorboard"))
+        except Exception:  # tensorboard not installed
+            self.tb = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume: drop rows of epochs the resumed run will redo."""
+        keep = [r for r in self.rows() if r["epoch"] <= epoch]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self._rewrite_csv(keep)
+
+    def _rewrite_csv(self, rows: list[dict[str, Any]]) -> None:
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+        with open(self.csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.jsonl, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self._rewrite_csv(self.rows())
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k != "epoch":
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Loss and accuracy per epoch, train and validation, raw and EMA, as one PNG."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("val_ema_loss", "val (EMA)")):
+        if any(key in r for r in rows):
+            ax1.plot(
+                [r["epoch"] for r in rows if key in r],
+                [r[key] for r in rows if key in r],
+                marker=".",
+                label=label,
+            )
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    for key, label in (
+        ("val_top1", "val top-1"),
+        ("val_ema_top1", "val top-1 (EMA)"),
+        ("train_top1", "train top-1"),
+    ):
+        if any(key in r for r in rows):
+            ax2.plot(
+                [r["epoch"] for r in rows if key in r],
+                [r[key] for r in rows if key in r],
+                marker=".",
+                label=label,
+            )
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    ax1.set_xticks(epochs if len(epochs) <= 20 else ax1.get_xticks())
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

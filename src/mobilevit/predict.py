@@ -1,0 +1,84 @@
+"""Loading a trained or converted classifier for evaluation and prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .data import EvalTransform
+from .registry import create_model
+from .serialization import read_state_dict
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names that ship with torchvision (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple[nn.Module, list[str]]:
+    """A model and its class names from a weights file written by ``train`` or ``convert``.
+
+    The architecture, class count, class names and config overrides come from the file's
+    metadata; ``model_name`` is needed only for foreign checkpoints without it.
+    """
+    sd, meta = read_state_dict(weights)
+    name = model_name or meta.get("arch")
+    if not name:
+        raise ValueError(f"{weights}: no architecture recorded in the file; pass --model")
+    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
+    num_classes = int(meta["num_classes"]) if "num_classes" in meta else None
+    if num_classes is None:
+        fc = [
+            v
+            for k, v in sd.items()
+            if k.endswith("head.fc.weight") or k in ("classifier.weight", "classifier.fc.weight")
+        ]
+        num_classes = fc[0].shape[0] if fc else 1000
+    model = create_model(name, num_classes=num_classes, pretrained=weights, **overrides).eval()
+    if "classes" in meta:
+        classes = json.loads(meta["classes"])
+    elif num_classes == 1000:
+        classes = imagenet_classes()
+    else:
+        classes = [str(i) for i in range(num_classes)]
+    return model, classes
+
+
+@torch.no_grad()
+def predict_images(
+    model: nn.Module, classes: list[str], paths: list[str | Path], img_size: int = 256, topk: int = 5
+) -> list[dict[str, Any]]:
+    """Top-k (probability, class) for each image; unreadable files give an ``error`` entry."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    flip = cfg.get("channel_order") == "BGR"
+    tf = EvalTransform(img_size, cfg.get("resize_size") if img_size == cfg.get("crop_size") else None)
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                x = tf(im.convert("RGB"))[None]
+        except (OSError, ValueError) as e:
+            out.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
+            continue
+        if flip:
+            x = x.flip(1)
+        probs = model(x).softmax(dim=1)[0]
+        k = min(topk, probs.numel())
+        top = probs.topk(k)
+        out.append(
+            {
+                "image": str(p),
+                "top": [
+                    {"class": classes[i], "index": int(i), "prob": float(v)}
+                    for v, i in zip(top.values, top.indices, strict=True)
+                ],
+            }
+        )
+    return out
