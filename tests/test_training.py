@@ -169,7 +169,7 @@ def test_train_writes_run_files_and_cli_eval_predict(tmp_path, shapes_root, caps
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["count"] == 12 and 0 <= res["top1"] <= 1
     img = next((shapes_root / "val" / "star").iterdir())
-    assert main(["predict", str(img), "--weights", str(out / "best.safetensors"), "--img-size", "32"]) == 0
+    assert main(["predict", str(img), "--weights", str(out / "best.safetensors")]) == 0
     printed = capsys.readouterr().out
     assert (
         str(img) in printed and sum(c in printed for c in ("star", "ellipse", "triangle", "rectangle")) == 4
@@ -348,3 +348,12 @@ def test_sigterm_writes_a_resume_file(tmp_path, shapes_root):
     assert "SIGTERM received" in out and "resume file" in out
     state = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)["train_state"]
     assert state["epoch"] >= 1 and math.isfinite(state["best_top1"])
+
+
+def test_bf16_autocast_and_channels_last_run(tmp_path, shapes_root):
+    summary = train(
+        tiny_cfg(tmp_path, shapes_root, "optim.epochs=1", "run.bf16=true", "run.channels_last=true")
+    )
+    assert summary["epochs_done"] == 1 and summary["stopped"] is None
+    w = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+")
     s.add_argument("--weights", required=True)
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
-    s.add_argument("--img-size", type=int, default=256)
+    s.add_argument("--img-size", type=int, default=None, help="crop size (default: the weights' own)")
     s.add_argument("--topk", type=int, default=5)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_predict)

@@ -42,6 +42,8 @@ def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple
         ]
         num_classes = fc[0].shape[0] if fc else 1000
     model = create_model(name, num_classes=num_classes, pretrained=weights, **overrides).eval()
+    if "img_size" in meta:  # trained here: evaluate the way training did
+        model.pretrained_cfg.update(crop_size=int(meta["img_size"]), resize_size=int(meta["eval_resize"]))
     if "classes" in meta:
         classes = json.loads(meta["classes"])
     elif num_classes == 1000:
@@ -53,12 +55,17 @@ def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple
 
 @torch.no_grad()
 def predict_images(
-    model: nn.Module, classes: list[str], paths: list[str | Path], img_size: int = 256, topk: int = 5
+    model: nn.Module, classes: list[str], paths: list[str | Path], img_size: int | None = None, topk: int = 5
 ) -> list[dict[str, Any]]:
-    """Top-k (probability, class) for each image; unreadable files give an ``error`` entry."""
+    """Top-k (probability, class) for each image; unreadable files give an ``error`` entry.
+
+    Preprocessing follows the weights' recorded convention (crop, resize, channel order) unless
+    ``img_size`` asks for another crop.
+    """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     flip = cfg.get("channel_order") == "BGR"
-    tf = EvalTransform(img_size, cfg.get("resize_size") if img_size == cfg.get("crop_size") else None)
+    crop = img_size or cfg.get("crop_size") or 256
+    tf = EvalTransform(crop, cfg.get("resize_size") if crop == cfg.get("crop_size") else None)
     out = []
     for p in paths:
         try:

@@ -227,6 +227,12 @@ class Trainer:
 
     def _save_weights(self, model: nn.Module, name: str, extra: dict | None = None) -> None:
         if self.info.is_main:
+            d = self.cfg.data
+            extra = {
+                "img_size": str(d.img_size),
+                "eval_resize": str(d.eval_resize or d.img_size + 32),
+                **(extra or {}),
+            }
             save_model_weights(
                 model, self.out / name, self.cfg.model.name, self.classes, self.cfg.model.overrides, extra
             )
