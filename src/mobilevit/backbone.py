@@ -33,6 +33,8 @@ class FeatureInfo:
 class MobileViT(nn.Module):
     """MobileViT classifier and backbone. Takes RGB images in [0, 1] by default, [B, C, H, W]."""
 
+    classifier_keys = ("head.fc.",)  # what reset_classifier re-initialises
+
     def __init__(self, config: MobileViTConfig, features_only: bool = False) -> None:
         super().__init__()
         self.config = config

@@ -31,7 +31,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         cached = (cache_dir() / spec.filename).is_file()
         print(
             f"{tag:28s} {spec.source_format:12s} input {spec.channel_order} "
-            f"top-1 {spec.top1}  {'cached' if cached else spec.url}"
+            f"{'mIoU ' + str(spec.miou) if spec.miou else 'top-1 ' + str(spec.top1)}  {'cached' if cached else spec.url}"
         )
     return 0
 
@@ -75,7 +75,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.out_dir:
         cfg.run.out_dir = args.out_dir
-    summary = train(cfg, resume=args.resume)
+    if cfg.task == "segmentation":
+        from .engine.seg_loop import train_segmentation
+
+        summary = train_segmentation(cfg, resume=args.resume)
+    else:
+        summary = train(cfg, resume=args.resume)
     print(json.dumps(summary))
     return 0 if summary["stopped"] is None else 3
 
@@ -94,30 +99,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ]
     if args.model:
         overrides.append(f"model.name={args.model}")
+    meta = _weights_meta(args.weights)
+    if meta.get("task") == "segmentation":
+        overrides += ["task=segmentation", f"model.num_classes={meta.get('num_classes', 21)}"]
     cfg = load_config(args.config, overrides)
     cfg.run.out_dir = args.out_dir or str(Path(args.weights).parent / "eval")
-    _apply_weights_meta(cfg, args.weights)
-    trainer = Trainer(cfg)
-    result = trainer.evaluate(trainer.model)
-    result.update(weights=str(args.weights), split=str(trainer.root / cfg.data.val_split))
-    print(json.dumps(result))
-    return 0
-
-
-def _apply_weights_meta(cfg, weights: str) -> None:
-    """Take the architecture and config overrides recorded in a weights file."""
-    from .serialization import read_state_dict
-
-    _, meta = read_state_dict(weights)
     if "arch" in meta:
         cfg.model.name = meta["arch"]
     if "model_overrides" in meta:
         cfg.model.overrides = json.loads(meta["model_overrides"])
+    if cfg.task == "segmentation":
+        from .engine.seg_loop import SegTrainer
+
+        seg = SegTrainer(cfg)
+        result = seg.evaluate(seg.model)
+        result["iou"] = dict(zip(seg.classes, result["iou"], strict=True))
+        result.update(weights=str(args.weights), split=f"{seg.root} ({cfg.data.val_split})", images=len(seg.val_ds))
+    else:
+        trainer = Trainer(cfg)
+        result = trainer.evaluate(trainer.model)
+        result.update(weights=str(args.weights), split=str(trainer.root / cfg.data.val_split))
+    print(json.dumps(result))
+    return 0
+
+
+def _weights_meta(weights: str) -> dict[str, str]:
+    """The metadata recorded in a weights file (architecture, task, classes, overrides)."""
+    from .serialization import read_state_dict
+
+    return read_state_dict(weights)[1]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load_classifier, predict_images
 
+    if _weights_meta(args.weights).get("task") == "segmentation":
+        from .predict import load_segmenter, predict_masks
+
+        model, classes = load_segmenter(args.weights)
+        written = predict_masks(model, classes, args.images, Path(args.out_dir), size=args.img_size)
+        for r in written:
+            print(f"{r['image']}: error: {r['error']}" if "error" in r else f"{r['image']} -> {r['overlay']}  ({r['summary']})")
+        if args.json:
+            print(json.dumps(written))
+        return 0 if all("error" not in r for r in written) else 2
     model, classes = load_classifier(args.weights, args.model)
     results = predict_images(model, classes, args.images, img_size=args.img_size, topk=args.topk)
     for r in results:
@@ -130,6 +155,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results))
     return 0 if all("error" not in r for r in results) else 2
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import run_from_args
+
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default=None, help="shortcut for run.out_dir=...")
     s.set_defaults(fn=_cmd_train)
 
-    s = sub.add_parser("eval", help="top-1 / top-5 / loss of a weights file on a validation split")
+    s = sub.add_parser("eval", help="top-1 / top-5 (classifiers) or mIoU (segmentation) on a validation split")
     s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
     s.add_argument("--config", default=None, help="recipe whose data section to use")
     s.add_argument("overrides", nargs="*", help="e.g. data.dataset=digits data.img_size=64")
@@ -185,14 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default=None)
     s.set_defaults(fn=_cmd_eval)
 
-    s = sub.add_parser("predict", help="top-5 classes with names for images")
+    s = sub.add_parser("predict", help="top-5 classes with names, or a colour overlay PNG of the predicted mask")
     s.add_argument("images", nargs="+")
     s.add_argument("--weights", required=True)
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
     s.add_argument("--img-size", type=int, default=None, help="crop size (default: the weights' own)")
     s.add_argument("--topk", type=int, default=5)
+    s.add_argument("--out-dir", default="predictions", help="segmentation: where the overlay PNGs go")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_predict)
+
+    s = sub.add_parser(
+        "ablate",
+        help="re-run one of the paper's ablations: weight-decay, skip-connection, patch-size, ema-label-smoothing",
+        description="Train every variant of a study (configs/ablations/STUDY.yaml) with the same recipe and "
+        "seeds, then write results.csv / results.md and a figure. Rerunning resumes an interrupted study.",
+    )
+    s.add_argument("study", help="weight-decay, skip-connection, patch-size, ema-label-smoothing, or a study YAML")
+    s.add_argument("overrides", nargs="*", help="section.key=value for every variant (right after STUDY)")
+    s.add_argument("--data", default=None, help="digits, shapes, or a folder with train/ and val/ class folders")
+    s.add_argument("--model", default=None, help="e.g. mobilevit_xxs (default: the recipe's)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
+    s.add_argument("--seeds", type=int, default=None, help="seeds per variant: run.seed, run.seed+1, ... (default 1)")
+    s.add_argument("--variants", default=None, help="comma-separated subset of the study's variants")
+    s.add_argument("--recipe", default=None, help="classification recipe to start from (default: the study's)")
+    s.add_argument("--out-dir", default=None, help="the study's folder (default: runs/ablations/STUDY)")
+    s.add_argument("--latency-iters", type=int, default=None, help="timed passes per round (patch-size; 30)")
+    s.add_argument("--replot", action="store_true", help="redraw the tables and figures of a finished study")
+    s.set_defaults(fn=_cmd_ablate)
     return p
 
 

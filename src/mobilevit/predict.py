@@ -89,3 +89,71 @@ def predict_images(
             }
         )
     return out
+
+
+def load_segmenter(weights: str | Path) -> tuple[nn.Module, list[str]]:
+    """A DeepLabv3 model and its class names from a segmentation weights file."""
+    sd, meta = read_state_dict(weights)
+    name = meta.get("arch")
+    if not name:
+        raise ValueError(f"{weights}: no architecture recorded in the file")
+    num_classes = int(meta.get("num_classes", sd["classifier.weight"].shape[0]))
+    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
+    model = create_model(name, num_classes=num_classes, pretrained=weights, **overrides).eval()
+    model.pretrained_cfg.update(eval_size=int(meta.get("eval_size", 512)))
+    from .data.voc import VOC_CLASSES
+
+    if "classes" in meta:
+        classes = json.loads(meta["classes"])
+    else:
+        classes = list(VOC_CLASSES) if num_classes == 21 else [str(i) for i in range(num_classes)]
+    return model, classes
+
+
+def colorize(mask: torch.Tensor) -> Image.Image:
+    """A class-index mask as a VOC-palette image."""
+    from .data.voc import voc_palette
+
+    img = Image.fromarray(mask.to(torch.uint8).numpy(), mode="P")
+    img.putpalette(voc_palette())
+    return img
+
+
+@torch.no_grad()
+def predict_masks(
+    model: nn.Module, classes: list[str], paths: list[str | Path], out_dir: Path, size: int | None = None, alpha: float = 0.5
+) -> list[dict[str, Any]]:
+    """Predict a mask per image and write ``<out_dir>/<stem>_overlay.png`` (image blended with the
+    coloured mask) and ``<stem>_mask.png`` (palette PNG of class indices)."""
+    import torch.nn.functional as F
+    from torchvision.transforms import v2 as T
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    flip = cfg.get("channel_order") == "BGR"
+    size = size or int(cfg.get("eval_size", 512))
+    results = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as e:
+            results.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
+            continue
+        x = T.functional.to_dtype(T.functional.resize(T.functional.pil_to_tensor(image), size, antialias=True),
+                                  torch.float32, scale=True)[None]
+        if flip:
+            x = x.flip(1)
+        logits = model.forward_lowres(x)
+        logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+        mask = logits.argmax(1)[0]
+        colour = colorize(mask).convert("RGB")
+        overlay = Image.blend(image, colour, alpha)
+        stem = Path(p).stem
+        overlay_path, mask_path = out_dir / f"{stem}_overlay.png", out_dir / f"{stem}_mask.png"
+        overlay.save(overlay_path)
+        colorize(mask).save(mask_path)
+        counts = torch.bincount(mask.flatten(), minlength=len(classes))
+        found = [f"{classes[i]} {100 * int(c) / mask.numel():.1f}%" for i, c in enumerate(counts) if c > 0]
+        results.append({"image": str(p), "overlay": str(overlay_path), "mask": str(mask_path), "summary": ", ".join(found)})
+    return results

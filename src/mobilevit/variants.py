@@ -70,3 +70,41 @@ def mobilevit_xs(**kwargs: Any) -> MobileViT:
 def mobilevit_s(**kwargs: Any) -> MobileViT:
     """MobileViT-S: 5,578,632 parameters, 78.4% ImageNet top-1 (paper)."""
     return build_mobilevit(MOBILEVIT_S, **kwargs)
+
+
+# --------------------------------------------------------------------------- DeepLabv3
+def build_deeplabv3(
+    config: MobileViTConfig,
+    num_classes: int = 21,
+    output_stride: int = 16,
+    backbone_weights: str | None = None,
+    aspp_channels: int = 256,
+    **overrides: Any,
+):
+    """DeepLabv3 with a MobileViT backbone; ``backbone_weights`` loads classifier weights into it."""
+    from .heads.deeplabv3 import DeepLabV3
+
+    backbone = build_mobilevit(config, features_only=True, output_stride=output_stride, **overrides)
+    if backbone_weights:
+        from .weights import load_backbone_weights
+
+        load_backbone_weights(backbone, backbone_weights)
+    return DeepLabV3(backbone, num_classes=num_classes, aspp_channels=aspp_channels)
+
+
+@register_model("deeplabv3_mobilevit_xxs")
+def deeplabv3_mobilevit_xxs(**kwargs: Any):
+    """DeepLabv3-MobileViT-XXS: 1,854,853 parameters at 21 classes, 73.6 mIoU on VOC (paper)."""
+    return build_deeplabv3(MOBILEVIT_XXS, **kwargs)
+
+
+@register_model("deeplabv3_mobilevit_xs")
+def deeplabv3_mobilevit_xs(**kwargs: Any):
+    """DeepLabv3-MobileViT-XS: 2.94M parameters, 77.1 mIoU on VOC (paper)."""
+    return build_deeplabv3(MOBILEVIT_XS, **kwargs)
+
+
+@register_model("deeplabv3_mobilevit_s")
+def deeplabv3_mobilevit_s(**kwargs: Any):
+    """DeepLabv3-MobileViT-S: 6.36M parameters, 79.1 mIoU on VOC (paper)."""
+    return build_deeplabv3(MOBILEVIT_S, **kwargs)

@@ -39,6 +39,7 @@ class WeightSpec:
     interpolation: str = "bilinear"
     num_classes: int = 1000
     top1: float | None = None  # ImageNet-1k val top-1 as published
+    miou: float | None = None  # PASCAL VOC 2012 val mIoU as published (segmentation)
     sha256: str | None = None
     license: str = "apple-sample-code-license (ml-cvnets)"
     notes: str = ""
@@ -87,6 +88,22 @@ def _specs() -> dict[str, WeightSpec]:
                 top1=top1,
                 notes=f"transformers {hf_repo}; its image processor flips RGB to BGR",
             ),
+        ]
+        out.update({s.tag: s for s in specs})
+    seg = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/segmentation/deeplabv3_{}.pt"
+    seg_variants = {  # arch: (transformers repo, published VOC val mIoU of the released weights)
+        "mobilevit_xxs": ("apple/deeplabv3-mobilevit-xx-small", 72.8),
+        "mobilevit_xs": ("apple/deeplabv3-mobilevit-x-small", 77.1),
+        "mobilevit_s": ("apple/deeplabv3-mobilevit-small", 79.3),
+    }
+    for arch, (hf_repo, miou) in seg_variants.items():
+        name = f"deeplabv3_{arch}"
+        common = dict(num_classes=21, resize_size=512, crop_size=512, miou=miou)
+        specs = [
+            WeightSpec(f"{name}.cvnets_voc", name, "cvnets", seg.format(arch), f"{name}.pt", "BGR", **common,
+                       notes="Apple ml-cvnets v0.1 release; cv2 (BGR) input, resized to 512x512"),
+            WeightSpec(f"{name}.hf_voc", name, "transformers", hub.format(hf_repo, "pytorch_model.bin"),
+                       f"{name}.hf.bin", "BGR", **common, notes=f"transformers {hf_repo}; BGR input"),
         ]
         out.update({s.tag: s for s in specs})
     return out
@@ -216,8 +233,26 @@ def load_pretrained(
     order = meta.get("channel_order", "RGB")
     if source != "mobilevit":
         sd, order = convert_state_dict(sd, source, to_rgb=True)
-    load_state_dict_checked(model, sd, reset_classifier=reset_classifier, source=str(path))
+    prefixes = getattr(model, "classifier_keys", ("head.fc.",))
+    load_state_dict_checked(model, sd, reset_classifier=reset_classifier, source=str(path), classifier_prefixes=prefixes)
     cfg: dict[str, Any] = asdict(spec) if spec else {"tag": None, "mean": (0.0,) * 3, "std": (1.0,) * 3}
     cfg.update(file=str(path), source_format=source, channel_order=order)
     model.pretrained_cfg = cfg  # type: ignore[assignment]
     return cfg
+
+
+def load_backbone_weights(backbone: nn.Module, weights: str | Path) -> None:
+    """Load the backbone part of a classifier (or segmentation) checkpoint into a features-only
+    MobileViT: the 1x1 expansion and classifier are dropped, everything else must fit exactly."""
+    from .convert import convert_state_dict, detect_source
+
+    spec = WEIGHTS.get(str(weights))
+    path = resolve_weights(spec.tag) if spec else Path(weights)
+    sd, meta = read_state_dict(path)
+    source = detect_source(sd, meta)
+    if source != "mobilevit":
+        sd, _ = convert_state_dict(sd, source, to_rgb=True)
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    sd = {k: v for k, v in sd.items() if not k.startswith(("conv_exp.", "head."))}
+    load_state_dict_checked(backbone, sd, source=f"{path} (backbone)")

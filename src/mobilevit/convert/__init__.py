@@ -19,6 +19,7 @@ __all__ = [
     "ConversionError",
     "convert_file",
     "convert_state_dict",
+    "convert_with_task",
     "detect_source",
     "infer_model_name",
 ]
@@ -43,37 +44,65 @@ def detect_source(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] 
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Map a classifier state dict from ``source`` to our layout.
+    """Map a classifier or segmentation state dict from ``source`` to our layout.
 
     Returns ``(state_dict, channel_order)``. With ``to_rgb`` (default) weights trained on BGR
     images (ml-cvnets, transformers) get their stem's input channels reversed, an exact
     rewrite after which the model takes RGB like every other model here.
     """
-    if source not in _MODULES:
-        raise ConversionError(f"unknown source format {source!r}; choose from {', '.join(SOURCES)}")
-    module = _MODULES[source]
-    out = module.convert_classifier(dict(state_dict))
-    order = module.CHANNEL_ORDER
-    if to_rgb and order == "BGR":
-        flip_input_channels(out)
-        order = "RGB"
+    out, _, order = convert_with_task(state_dict, source, to_rgb)
     return out, order
 
 
+def convert_with_task(
+    state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True
+) -> tuple[dict[str, torch.Tensor], str, str]:
+    """Like :func:`convert_state_dict`, also returning the task (classification / segmentation)."""
+    if source not in _MODULES:
+        raise ConversionError(f"unknown source format {source!r}; choose from {', '.join(SOURCES)}")
+    module = _MODULES[source]
+    out, task = module.convert(dict(state_dict))
+    order = module.CHANNEL_ORDER
+    if to_rgb and order == "BGR":
+        flip_input_channels(out, "stem.conv.weight" if task == "classification" else "backbone.stem.conv.weight")
+        order = "RGB"
+    return out, task, order
+
+
+def task_of(state_dict: dict[str, torch.Tensor]) -> str:
+    """The task of a state dict in our layout."""
+    if "classifier.weight" in state_dict and any(k.startswith("aspp.") for k in state_dict):
+        return "segmentation"
+    return "classification"
+
+
 def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
-    """The registered classifier whose parameter shapes match ``state_dict`` (ours layout)."""
+    """The registered model whose parameter shapes match ``state_dict`` (ours layout)."""
     from ..registry import create_model
     from ..variants import CONFIGS
 
-    num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
-    for name in CONFIGS:
+    task = task_of(state_dict)
+    if task == "segmentation":
+        names = [f"deeplabv3_{n}" for n in CONFIGS]
+        num_classes = state_dict["classifier.weight"].shape[0]
+    else:
+        names = list(CONFIGS)
+        num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
+    for name in names:
         ref = create_model(name, num_classes=num_classes).state_dict()
         if ref.keys() == state_dict.keys() and all(ref[k].shape == state_dict[k].shape for k in ref):
             return name
     raise ConversionError(
-        "the checkpoint's shapes match none of the standard variants "
-        f"({', '.join(CONFIGS)}); pass the model name explicitly"
+        f"the checkpoint's shapes match none of the standard models ({', '.join(names)}); "
+        "pass the model name explicitly"
     )
+
+
+def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
+    for key in ("head.fc.weight", "classifier.weight"):
+        if key in state_dict:
+            return int(state_dict[key].shape[0])
+    return 1000
 
 
 def convert_file(
@@ -98,14 +127,15 @@ def convert_file(
         raise ConversionError(f"{src}: --from {source} given, but the keys look like a {detected} checkpoint")
     if source == "mobilevit":
         raise ConversionError(f"{src} is already in this package's format")
-    converted, order = convert_state_dict(sd, source, to_rgb=to_rgb)
+    converted, task, order = convert_with_task(sd, source, to_rgb=to_rgb)
     name = model_name or infer_model_name(converted)
-    num_classes = converted["head.fc.weight"].shape[0] if "head.fc.weight" in converted else 1000
+    num_classes = num_classes_of(converted)
     model = create_model(name, num_classes=num_classes)
     load_state_dict_checked(model, converted, source=str(src))  # proves it loads, strictly
     meta = {
         "format": "mobilevit",
         "arch": name,
+        "task": task,
         "num_classes": num_classes,
         "channel_order": order,
         "converted_from": source,

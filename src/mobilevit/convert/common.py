@@ -65,6 +65,8 @@ def shift_stage(m: re.Match[str], template: str, group: str = "layer", offset: i
 
 def flip_input_channels(state_dict: dict[str, torch.Tensor], key: str = "stem.conv.weight") -> None:
     """Reverse the input-channel order of the first conv: BGR-trained weights then take RGB (exact)."""
+    if key not in state_dict:
+        raise ConversionError(f"cannot flip the input channels: {key} is not in the checkpoint")
     w = state_dict[key]
     if w.shape[1] != 3:
         raise ConversionError(f"{key} has {w.shape[1]} input channels; a BGR<->RGB flip needs 3")

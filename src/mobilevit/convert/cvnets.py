@@ -93,3 +93,39 @@ def is_cvnets(state_dict: dict[str, torch.Tensor]) -> bool:
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """cvnets ``MobileViT`` classifier state dict -> ours."""
     return BACKBONE_RULES.apply(state_dict)
+
+
+SEG_HEAD_RULES = RuleSet(
+    "cvnets",
+    (
+        (
+            r"seg_head\.aspp\.aspp_layer\.convs\.4\.aspp_pool\.conv_1x1\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            r"aspp.convs.4.conv.\g<m>.\g<t>",
+        ),
+        (r"seg_head\.aspp\.aspp_layer\.convs\.(?P<i>[0-3])\.block\.(?P<m>conv|norm)\.(?P<t>\w+)", r"aspp.convs.\g<i>.\g<m>.\g<t>"),
+        (r"seg_head\.aspp\.aspp_layer\.project\.block\.(?P<m>conv|norm)\.(?P<t>\w+)", r"aspp.project.\g<m>.\g<t>"),
+        (r"seg_head\.classifier\.classifier\.block\.conv\.(?P<t>weight|bias)", r"classifier.\g<t>"),
+    ),
+)
+
+
+def task_of(state_dict: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith("seg_head.") for k in state_dict):
+        return "segmentation"
+    if any(k.startswith(("ssd_heads.", "extra_layers.")) for k in state_dict):
+        return "detection"
+    return "classification"
+
+
+def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Any supported cvnets MobileViT checkpoint -> (ours, task)."""
+    task = task_of(state_dict)
+    if task == "classification":
+        return BACKBONE_RULES.apply(state_dict), task
+    if task == "segmentation":
+        head = {k: v for k, v in state_dict.items() if k.startswith("seg_head.")}
+        body = {k: v for k, v in state_dict.items() if not k.startswith("seg_head.")}
+        return {**BACKBONE_RULES.apply(body), **SEG_HEAD_RULES.apply(head)}, task
+    from .common import ConversionError
+
+    raise ConversionError("cvnets SSD detection checkpoints are not supported yet (no detection model here)")

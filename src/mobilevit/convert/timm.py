@@ -56,3 +56,8 @@ def is_timm(state_dict: dict[str, torch.Tensor]) -> bool:
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm ``MobileVit`` (ByobNet) classifier state dict -> ours."""
     return RULES.apply(state_dict)
+
+
+def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """timm has classifiers only."""
+    return convert_classifier(state_dict), "classification"

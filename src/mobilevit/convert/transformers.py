@@ -113,3 +113,29 @@ def merge_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``MobileViTForImageClassification`` (or ``MobileViTModel``) state dict -> ours."""
     return merge_qkv(CLASSIFIER_RULES.apply(state_dict))
+
+
+_CV = r"(?P<m>convolution|normalization)\.(?P<t>\w+)"
+SEG_HEAD_RULES = RuleSet(
+    "transformers",
+    (
+        (r"segmentation_head\.aspp\.convs\.4\.conv_1x1\." + _CV, lambda m: f"aspp.convs.4.conv.{_CONV[m['m']]}.{m['t']}"),
+        (r"segmentation_head\.aspp\.convs\.(?P<i>[0-3])\." + _CV, lambda m: f"aspp.convs.{m['i']}.{_CONV[m['m']]}.{m['t']}"),
+        (r"segmentation_head\.aspp\.project\." + _CV, lambda m: f"aspp.project.{_CONV[m['m']]}.{m['t']}"),
+        (r"segmentation_head\.classifier\.convolution\.(?P<t>weight|bias)", r"classifier.\g<t>"),
+    ),
+)
+
+
+def task_of(state_dict: dict[str, torch.Tensor]) -> str:
+    return "segmentation" if any(k.startswith("segmentation_head.") for k in state_dict) else "classification"
+
+
+def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """``MobileViTForImageClassification`` / ``MobileViTModel`` / ``MobileViTForSemanticSegmentation`` -> (ours, task)."""
+    task = task_of(state_dict)
+    if task == "classification":
+        return convert_classifier(state_dict), task
+    head = {k: v for k, v in state_dict.items() if k.startswith("segmentation_head.")}
+    body = {k: v for k, v in state_dict.items() if not k.startswith("segmentation_head.")}
+    return {**merge_qkv(BACKBONE_RULES.apply(body)), **SEG_HEAD_RULES.apply(head)}, task

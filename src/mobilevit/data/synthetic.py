@@ -127,3 +127,46 @@ def write_shapes(
                 img = img.filter(ImageFilter.GaussianBlur(0.5))
                 img.save(folder / f"{i:04d}.png")
     return _finish(root, params)
+
+
+def write_shapes_voc(
+    root: str | Path, size: int = 128, n_train: int = 160, n_val: int = 40, max_objects: int = 3, seed: int = 0
+) -> Path:
+    """A generated segmentation set in PASCAL VOC layout: classes background + SHAPES (5 in all).
+
+    Each image holds 1..``max_objects`` shapes on a textured background; the mask marks each
+    shape with its class index and, like VOC, a 1-pixel ignore (255) border around objects.
+    """
+    from .voc import IGNORE_INDEX, voc_palette
+
+    root = Path(root)
+    params = {"dataset": "shapes_voc", "size": size, "train": n_train, "val": n_val, "objects": max_objects, "seed": seed}
+    if _up_to_date(root, params):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    palette = voc_palette()
+    for split, n in (("train", n_train), ("val", n_val)):
+        ids = []
+        for i in range(n):
+            sid = f"{split}_{i:05d}"
+            img = _texture(rng, size)
+            mask = Image.new("P", (size, size), 0)
+            mask.putpalette(palette)
+            draw_img, draw_mask = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+            for _ in range(int(rng.integers(1, max_objects + 1))):
+                cls = int(rng.integers(len(SHAPES)))
+                r = rng.uniform(size * 0.1, size * 0.25)
+                cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+                pts = shape_polygon(SHAPES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
+                colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+                draw_img.polygon(pts, fill=colour)
+                draw_mask.polygon(pts, fill=cls + 1, outline=IGNORE_INDEX)
+            img.save(root / "JPEGImages" / f"{sid}.jpg", quality=95)
+            mask.save(root / "SegmentationClass" / f"{sid}.png")
+            ids.append(sid)
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    (root / "classes.txt").write_text("\n".join(["background", *SHAPES]) + "\n")
+    return _finish(root, params)

@@ -150,6 +150,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = "classification"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -158,11 +159,86 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class SegDataConfig:
+    dataset: str = "voc"  # voc (a PASCAL VOC-layout folder) | shapes (built-in, generated)
+    root: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 512
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random resize, x crop_size
+    eval_size: int = 512  # shorter side at evaluation; predictions are resized back to the mask
+    hflip: float = 0.5
+    batch_size: int = 16  # per process
+    num_workers: int = 4
+    on_bad_sample: str = "error"  # error | skip (skip-and-log bad masks / missing files)
+    builtin_size: int = 128
+    builtin_train: int = 160
+    builtin_val: int = 40
+
+    def validate(self) -> None:
+        if self.dataset not in ("voc", "shapes"):
+            raise ConfigError(f"data.dataset must be voc or shapes, got {self.dataset!r}")
+        if self.dataset == "voc" and not self.root:
+            raise ConfigError("data.root is required for data.dataset=voc")
+        for name in ("crop_size", "eval_size", "batch_size", "builtin_size", "builtin_train", "builtin_val"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"data.scale_range must be [lo, hi] with 0 < lo <= hi, got {self.scale_range}")
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_sample must be error or skip, got {self.on_bad_sample!r}")
+        if not 0 <= self.hflip <= 1 or self.num_workers < 0:
+            raise ConfigError("data.hflip must be a probability and data.num_workers >= 0")
+
+
+@dataclass
+class SegModelConfig(ModelConfig):
+    name: str = "deeplabv3_mobilevit_s"
+    num_classes: int = 21
+    backbone_weights: str = ""  # ImageNet classifier weights for the backbone (tag or path)
+    reset_classifier: bool = False
+
+
+@dataclass
+class SegOptimConfig(OptimConfig):
+    epochs: int = 50
+    lr: float = 9e-4
+    min_lr: float = 1e-6
+    warmup_start_lr: float = 9e-5
+    warmup_iters: int = 500
+    label_smoothing: float = 0.0
+    head_lr_mult: float = 10.0  # ASPP and classifier learn faster than the pretrained backbone
+
+    def validate(self) -> None:
+        super().validate()
+        if self.head_lr_mult <= 0:
+            raise ConfigError(f"optim.head_lr_mult must be positive, got {self.head_lr_mult}")
+
+
+@dataclass
+class SegTrainConfig:
+    task: str = "segmentation"
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    optim: SegOptimConfig = field(default_factory=SegOptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/segmentation"))
+
+    validate = TrainConfig.validate
+    to_dict = TrainConfig.to_dict
+
+
+TASKS = {"classification": TrainConfig, "segmentation": SegTrainConfig}
 
 
 def _accepted(cls: type) -> list[str]:
@@ -239,9 +315,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML recipe at ``path``, then ``overrides``; validated."""
-    cfg = TrainConfig()
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Defaults, then the YAML recipe at ``path``, then ``overrides``; validated.
+
+    The recipe's (or an override's) ``task`` picks the config class: classification
+    (:class:`TrainConfig`, the default) or segmentation (:class:`SegTrainConfig`).
+    """
+    data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -249,11 +329,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a recipe must be a mapping of sections")
-        _merge(cfg, data, "")
-    if overrides:
-        _merge(cfg, parse_overrides(overrides), "")
+    extra = parse_overrides(overrides or [])
+    task = extra.get("task", data.get("task", "classification"))
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    cfg = TASKS[task]()
+    _merge(cfg, data, "")
+    _merge(cfg, extra, "")
     return cfg.validate()
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

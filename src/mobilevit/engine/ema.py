@@ -6,6 +6,7 @@ The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` w
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -48,3 +49,28 @@ class ModelEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+
+
+@torch.no_grad()
+def recalibrated_copy(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    num_batches: int,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``num_batches`` inputs
+    ("precise BN"). Used for the EMA model of short runs, where the average of BN statistics no
+    longer matches the averaged weights. The global RNG (dropout) is left untouched."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        for i, x in enumerate(batches):
+            if i >= num_batches:
+                break
+            model(x.to(device, memory_format=memory_format))
+    return model.eval()

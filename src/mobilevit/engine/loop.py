@@ -37,7 +37,7 @@ from ..registry import create_model
 from . import dist as D
 from .checkpoint import load_resume, rng_state, save_model_weights, save_resume, set_rng_state
 from .config import TrainConfig, save_config
-from .ema import ModelEMA
+from .ema import ModelEMA, recalibrated_copy
 from .metrics import MetricsLog, plot_curves, topk_correct
 from .optim import build_optimizer, build_scheduler
 
@@ -501,26 +501,15 @@ class Trainer:
                 {"weights": kind, "epoch": str(self.state.epoch + 1), "val_top1": f"{top1:.6f}"},
             )
 
-    @torch.no_grad()
     def _recalibrated_ema(self) -> nn.Module:
         """A copy of the EMA model whose BatchNorm statistics are re-estimated on training batches."""
-        import copy
-
-        model = copy.deepcopy(self.ema.module)  # type: ignore[union-attr]
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average over the batches below
-        model.train()
         self.train_sampler.set_epoch(self.state.epoch)
-        with torch.random.fork_rng(devices=[]):  # dropout here must not shift the training RNG
-            for i, batch in enumerate(self.train_loader):
-                if i >= self.cfg.ema.recalibrate_bn:
-                    break
-                if batch["targets"].numel() > 1:
-                    with self._autocast():
-                        model(batch["images"].to(self.info.device, memory_format=self.memory_format))
-        return model.eval()
+        batches = (b["images"] for b in self.train_loader if b["targets"].numel() > 1)
+        with self._autocast():
+            return recalibrated_copy(
+                self.ema.module,  # type: ignore[union-attr]
+                batches, self.cfg.ema.recalibrate_bn, self.info.device, self.memory_format,
+            )
 
     def _write_report(self, summary: dict[str, Any]) -> None:
         rows = self.metrics.rows() if self.metrics else []

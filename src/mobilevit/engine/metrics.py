@@ -64,7 +64,7 @@ class MetricsLog:
             self.tb.flush()
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "", metric: str = "top1") -> Path | None:
     """Loss and accuracy per epoch, train and validation, raw and EMA, as one PNG."""
     if not rows:
         return None
@@ -86,10 +86,11 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
+    names = {"top1": "top-1", "miou": "mIoU"}
     for key, label in (
-        ("val_top1", "val top-1"),
-        ("val_ema_top1", "val top-1 (EMA)"),
-        ("train_top1", "train top-1"),
+        (f"val_{metric}", f"val {names[metric]}"),
+        (f"val_ema_{metric}", f"val {names[metric]} (EMA)"),
+        (f"train_{metric}", f"train {names[metric]}"),
     ):
         if any(key in r for r in rows):
             ax2.plot(
@@ -99,7 +100,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
                 label=label,
             )
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
+    ax2.set_ylabel("accuracy" if metric == "top1" else names[metric])
     ax2.set_ylim(0, 1)
     ax2.legend()
     ax1.set_xticks(epochs if len(epochs) <= 20 else ax1.get_xticks())
@@ -109,3 +110,38 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+class ConfusionMatrix:
+    """Dataset-level confusion matrix for semantic segmentation (rows: truth, columns: prediction).
+
+    Pixels whose truth is ``ignore_index`` are left out. IoU of class c = TP / (TP + FP + FN);
+    mIoU is the mean over classes that occur in the truth or the predictions (union > 0).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        keep = target != self.ignore_index
+        t, p = target[keep].long(), pred[keep].long()
+        if t.numel() and (int(t.max()) >= self.num_classes or int(t.min()) < 0):
+            raise ValueError(f"target holds classes outside 0..{self.num_classes - 1} (and {self.ignore_index})")
+        idx = t * self.num_classes + p
+        self.matrix += torch.bincount(idx.cpu(), minlength=self.num_classes**2).reshape(self.num_classes, -1)
+
+    def compute(self) -> dict[str, Any]:
+        m = self.matrix.double()
+        tp = m.diag()
+        union = m.sum(0) + m.sum(1) - tp
+        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+        present = union > 0
+        total = m.sum()
+        return {
+            "miou": float(iou[present].mean()) if present.any() else 0.0,
+            "iou": [None if torch.isnan(v) else float(v) for v in iou],
+            "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
+        }

@@ -1,0 +1,99 @@
+"""DeepLabv3 on a MobileViT backbone (Section 4.2.2 of the paper; Chen et al. 2017 for DeepLabv3).
+
+The backbone runs at output stride 16 (the L5 MV2 at stride 1, see ``backbone.py``). Its L5
+output feeds ASPP: a 1x1 conv, three 3x3 convs at rates 6 / 12 / 18 and image pooling, each
+to 256 channels with BN + ReLU, concatenated in that order and projected 1280 -> 256, then
+dropout; then Dropout2d and a 1x1 classifier with bias. ``forward`` returns logits upsampled
+(bilinear) to the input size; ``forward_lowres`` the stride-16 logits (what transformers returns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import MobileViT
+from ..layers import ConvNormAct
+
+
+class ASPPPooling(nn.Module):
+    """Image-level features: global average pool -> 1x1 conv-BN-ReLU -> bilinear resize back."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = ConvNormAct(in_channels, out_channels, 1, act=nn.ReLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        y = self.conv(F.adaptive_avg_pool2d(x, 1))  # [B, C, 1, 1]
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling with branch order [1x1, rates..., image pool]."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18), dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [ConvNormAct(in_channels, out_channels, 1, act=nn.ReLU)]
+        branches += [ConvNormAct(in_channels, out_channels, 3, dilation=r, act=nn.ReLU) for r in rates]
+        branches.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = ConvNormAct(out_channels * len(branches), out_channels, 1, act=nn.ReLU)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([branch(x) for branch in self.convs], dim=1)  # [B, 5*C, h, w]
+        return self.dropout(self.project(y))
+
+
+class DeepLabV3(nn.Module):
+    """MobileViT backbone (output stride 16) + ASPP + classifier."""
+
+    classifier_keys = ("classifier.",)  # what reset_classifier re-initialises
+
+    def __init__(
+        self,
+        backbone: MobileViT,
+        num_classes: int = 21,
+        aspp_channels: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        aspp_dropout: float = 0.1,
+        classifier_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not backbone.features_only:
+            raise ValueError("DeepLabV3 needs a features_only MobileViT backbone")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone = backbone
+        self.config = backbone.config
+        self.num_classes = num_classes
+        self.output_stride = backbone.feature_info[-1].reduction
+        self.aspp = ASPP(backbone.feature_info[-1].channels, aspp_channels, rates, aspp_dropout)
+        self.dropout = nn.Dropout2d(classifier_dropout)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1, bias=True)
+        self.pretrained_cfg: dict | None = None
+        for m in self.aspp.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def name(self) -> str:
+        return f"deeplabv3_{self.config.name}"
+
+    def forward_lowres(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the backbone's output stride: [B, K, ceil(H/16), ceil(W/16)]."""
+        feats = self.backbone.forward_stages(x, [len(self.backbone.stages) - 1])[0]
+        return self.classifier(self.dropout(self.aspp(feats)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits upsampled (bilinear, align_corners=False) to the input size: [B, K, H, W]."""
+        logits = self.forward_lowres(x)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
