@@ -3,6 +3,7 @@
 from . import variants as _variants  # noqa: F401  (registers the models)
 from .backbone import FeatureInfo, MobileViT
 from .config import MobileViTConfig, StageSpec
+from .export.fast import optimize_for_inference
 from .registry import create_model, list_models, register_model
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "MobileViTConfig",
     "StageSpec",
     "create_model",
+    "optimize_for_inference",
     "list_models",
     "register_model",
 ]

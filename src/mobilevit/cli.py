@@ -101,7 +101,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         overrides.append(f"model.name={args.model}")
     meta = _weights_meta(args.weights)
     if meta.get("task") == "segmentation":
-        overrides += ["task=segmentation", f"model.num_classes={meta.get('num_classes', 21)}"]
+        # batch size 1: evaluation runs image by image, and the train split need not fill a batch
+        overrides += [
+            "task=segmentation",
+            f"model.num_classes={meta.get('num_classes', 21)}",
+            "data.batch_size=1",
+        ]
     cfg = load_config(args.config, overrides)
     cfg.run.out_dir = args.out_dir or str(Path(args.weights).parent / "eval")
     if "arch" in meta:
@@ -114,7 +119,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seg = SegTrainer(cfg)
         result = seg.evaluate(seg.model)
         result["iou"] = dict(zip(seg.classes, result["iou"], strict=True))
-        result.update(weights=str(args.weights), split=f"{seg.root} ({cfg.data.val_split})", images=len(seg.val_ds))
+        result.update(
+            weights=str(args.weights), split=f"{seg.root} ({cfg.data.val_split})", images=len(seg.val_ds)
+        )
     else:
         trainer = Trainer(cfg)
         result = trainer.evaluate(trainer.model)
@@ -139,7 +146,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         model, classes = load_segmenter(args.weights)
         written = predict_masks(model, classes, args.images, Path(args.out_dir), size=args.img_size)
         for r in written:
-            print(f"{r['image']}: error: {r['error']}" if "error" in r else f"{r['image']} -> {r['overlay']}  ({r['summary']})")
+            print(
+                f"{r['image']}: error: {r['error']}"
+                if "error" in r
+                else f"{r['image']} -> {r['overlay']}  ({r['summary']})"
+            )
         if args.json:
             print(json.dumps(written))
         return 0 if all("error" not in r for r in written) else 2
@@ -161,6 +172,23 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import run_from_args
 
     return run_from_args(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .predict import load_model_for_export
+
+    model = load_model_for_export(args.weights, args.model)
+    size = (args.img_size[0], args.img_size[-1])
+    report = export_onnx(
+        model, args.out, size, dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw, opset=args.opset
+    )
+    for c in report["checks"]:
+        print(
+            f"onnxruntime parity at batch {c['batch']}, {c['size'][0]}x{c['size'][1]}: max abs diff {c['max_abs_diff']:.2e}"
+        )
+    print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=_cmd_convert)
 
+    s = sub.add_parser("export", help="export to ONNX, verified in onnxruntime against PyTorch")
+    s.add_argument("weights", help="weights from train / convert (or a foreign checkpoint with --model)")
+    s.add_argument("--model", default=None, help="architecture, for files that do not record it")
+    s.add_argument("--format", choices=["onnx"], default="onnx")
+    s.add_argument("--out", required=True)
+    s.add_argument("--img-size", nargs="+", type=int, default=[256], metavar="H [W]")
+    s.add_argument("--dynamic-batch", action="store_true")
+    s.add_argument("--dynamic-hw", action="store_true", help="refused with an explanation (see docs)")
+    s.add_argument("--opset", type=int, default=17)
+    s.set_defaults(fn=_cmd_export)
+
     s = sub.add_parser("train", help="train or fine-tune a classifier with the paper's recipe")
     s.add_argument("--config", default=None, help="YAML recipe (see configs/)")
     s.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-3 data.batch_size=64")
@@ -208,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default=None, help="shortcut for run.out_dir=...")
     s.set_defaults(fn=_cmd_train)
 
-    s = sub.add_parser("eval", help="top-1 / top-5 (classifiers) or mIoU (segmentation) on a validation split")
+    s = sub.add_parser(
+        "eval", help="top-1 / top-5 (classifiers) or mIoU (segmentation) on a validation split"
+    )
     s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
     s.add_argument("--config", default=None, help="recipe whose data section to use")
     s.add_argument("overrides", nargs="*", help="e.g. data.dataset=digits data.img_size=64")
@@ -216,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default=None)
     s.set_defaults(fn=_cmd_eval)
 
-    s = sub.add_parser("predict", help="top-5 classes with names, or a colour overlay PNG of the predicted mask")
+    s = sub.add_parser(
+        "predict", help="top-5 classes with names, or a colour overlay PNG of the predicted mask"
+    )
     s.add_argument("images", nargs="+")
     s.add_argument("--weights", required=True)
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
@@ -232,14 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train every variant of a study (configs/ablations/STUDY.yaml) with the same recipe and "
         "seeds, then write results.csv / results.md and a figure. Rerunning resumes an interrupted study.",
     )
-    s.add_argument("study", help="weight-decay, skip-connection, patch-size, ema-label-smoothing, or a study YAML")
+    s.add_argument(
+        "study", help="weight-decay, skip-connection, patch-size, ema-label-smoothing, or a study YAML"
+    )
     s.add_argument("overrides", nargs="*", help="section.key=value for every variant (right after STUDY)")
-    s.add_argument("--data", default=None, help="digits, shapes, or a folder with train/ and val/ class folders")
+    s.add_argument(
+        "--data", default=None, help="digits, shapes, or a folder with train/ and val/ class folders"
+    )
     s.add_argument("--model", default=None, help="e.g. mobilevit_xxs (default: the recipe's)")
     s.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
-    s.add_argument("--seeds", type=int, default=None, help="seeds per variant: run.seed, run.seed+1, ... (default 1)")
+    s.add_argument(
+        "--seeds", type=int, default=None, help="seeds per variant: run.seed, run.seed+1, ... (default 1)"
+    )
     s.add_argument("--variants", default=None, help="comma-separated subset of the study's variants")
-    s.add_argument("--recipe", default=None, help="classification recipe to start from (default: the study's)")
+    s.add_argument(
+        "--recipe", default=None, help="classification recipe to start from (default: the study's)"
+    )
     s.add_argument("--out-dir", default=None, help="the study's folder (default: runs/ablations/STUDY)")
     s.add_argument("--latency-iters", type=int, default=None, help="timed passes per round (patch-size; 30)")
     s.add_argument("--replot", action="store_true", help="redraw the tables and figures of a finished study")

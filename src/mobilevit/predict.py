@@ -121,7 +121,12 @@ def colorize(mask: torch.Tensor) -> Image.Image:
 
 @torch.no_grad()
 def predict_masks(
-    model: nn.Module, classes: list[str], paths: list[str | Path], out_dir: Path, size: int | None = None, alpha: float = 0.5
+    model: nn.Module,
+    classes: list[str],
+    paths: list[str | Path],
+    out_dir: Path,
+    size: int | None = None,
+    alpha: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Predict a mask per image and write ``<out_dir>/<stem>_overlay.png`` (image blended with the
     coloured mask) and ``<stem>_mask.png`` (palette PNG of class indices)."""
@@ -140,8 +145,11 @@ def predict_masks(
         except (OSError, ValueError) as e:
             results.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
             continue
-        x = T.functional.to_dtype(T.functional.resize(T.functional.pil_to_tensor(image), size, antialias=True),
-                                  torch.float32, scale=True)[None]
+        x = T.functional.to_dtype(
+            T.functional.resize(T.functional.pil_to_tensor(image), size, antialias=True),
+            torch.float32,
+            scale=True,
+        )[None]
         if flip:
             x = x.flip(1)
         logits = model.forward_lowres(x)
@@ -155,5 +163,20 @@ def predict_masks(
         colorize(mask).save(mask_path)
         counts = torch.bincount(mask.flatten(), minlength=len(classes))
         found = [f"{classes[i]} {100 * int(c) / mask.numel():.1f}%" for i, c in enumerate(counts) if c > 0]
-        results.append({"image": str(p), "overlay": str(overlay_path), "mask": str(mask_path), "summary": ", ".join(found)})
+        results.append(
+            {
+                "image": str(p),
+                "overlay": str(overlay_path),
+                "mask": str(mask_path),
+                "summary": ", ".join(found),
+            }
+        )
     return results
+
+
+def load_model_for_export(weights: str | Path, model_name: str | None = None) -> nn.Module:
+    """Any weights file (classifier or segmentation, ours or foreign with ``model_name``) as an eval model."""
+    _, meta = read_state_dict(weights)
+    if meta.get("task") == "segmentation":
+        return load_segmenter(weights)[0]
+    return load_classifier(weights, model_name)[0]

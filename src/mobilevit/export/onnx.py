@@ -1,0 +1,100 @@
+"""ONNX export, verified in onnxruntime against eager PyTorch as part of the export.
+
+The model is exported at a fixed height and width. Dynamic height / width is refused: with
+MobileViT's patch unfolding, PyTorch's TorchScript exporter bakes the traced sizes into the
+graph and the torch.export-based exporter drops the resize branch needed for sizes that are
+not multiples of the patch grid (shared/REFERENCE.md, "Known traps"); either would write a
+model that is silently wrong at some sizes. A dynamic batch dimension is supported and checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fast import optimize_for_inference
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made, or that failed its parity check (the file is deleted)."""
+
+
+def _check_size(model: nn.Module, img_size: tuple[int, int]) -> None:
+    if len(img_size) != 2 or min(img_size) < 32:
+        raise ExportError(f"image size must be two ints >= 32 (the network's output stride), got {img_size}")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    img_size: tuple[int, int] = (256, 256),
+    dynamic_batch: bool = False,
+    dynamic_hw: bool = False,
+    opset: int = 17,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` (BN folded) to ONNX and check it in onnxruntime; returns a report."""
+    if dynamic_hw:
+        raise ExportError(
+            "dynamic height/width is refused: the PyTorch ONNX exporters either bake the traced sizes into "
+            "MobileViT's unfold/fold or drop its resize branch, so the model would be wrong at other sizes. "
+            "Export one model per input size (--img-size H W)."
+        )
+    if not 7 <= opset <= 21:
+        raise ExportError(f"unsupported opset {opset}; use 13..21 (17 is the default)")
+    _check_size(model, img_size)
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ExportError("ONNX export needs onnx and onnxruntime: pip install 'mobilevit[export]'") from e
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fast = optimize_for_inference(model)
+    x = torch.rand(2 if dynamic_batch else 1, 3, *img_size)
+    dynamic_axes = {"image": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    with torch.no_grad(), warnings.catch_warnings():
+        # the traced sizes are constants on purpose (fixed H x W); the tracer's warnings say just that
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            fast,
+            (x,),
+            str(path),
+            input_names=["image"],
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
+            dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    checks = []
+    batches = [x.shape[0], 3] if dynamic_batch else [x.shape[0]]
+    for b in batches:
+        xb = torch.rand(b, 3, *img_size)
+        with torch.no_grad():
+            ref = model.eval()(xb).numpy()
+        got = session.run(None, {"image": xb.numpy()})[0]
+        diff = float(np.abs(ref - got).max()) if ref.shape == got.shape else float("inf")
+        checks.append({"batch": b, "size": list(img_size), "max_abs_diff": diff})
+        if not diff <= atol:
+            path.unlink(missing_ok=True)
+            raise ExportError(
+                f"onnxruntime disagrees with PyTorch at batch {b}, {img_size[0]}x{img_size[1]}: max abs diff "
+                f"{diff:.3g} > {atol:g}; the export was deleted"
+            )
+    return {
+        "path": str(path),
+        "opset": opset,
+        "img_size": list(img_size),
+        "dynamic_batch": dynamic_batch,
+        "checks": checks,
+        "bytes": path.stat().st_size,
+    }

@@ -1,0 +1,83 @@
+"""The optimised inference path and ONNX export with onnxruntime parity."""
+
+import pytest
+import torch
+from _utils import max_diff, randomize
+
+from mobilevit import create_model, optimize_for_inference
+from mobilevit.cli import main
+from mobilevit.export import ExportError, export_onnx, fold_batchnorm
+from mobilevit.serialization import save_weights
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s", "deeplabv3_mobilevit_xxs"])
+def test_optimized_path_equals_eager(name):
+    model = randomize(create_model(name)).eval()
+    fast = optimize_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    for size in ((256, 256), (250, 190)):
+        x = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            assert max_diff(fast(x), model(x)) <= 1e-4
+    cl = optimize_for_inference(model, channels_last=True)
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        assert max_diff(cl(x.contiguous(memory_format=torch.channels_last)), model(x)) <= 1e-4
+
+
+def test_fold_batchnorm_refuses_training_mode():
+    with pytest.raises(RuntimeError, match="eval"):
+        fold_batchnorm(create_model("mobilevit_xxs").train())
+
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("size", [(256, 256), (250, 190)])
+def test_onnx_parity_at_two_sizes(tmp_path, size):
+    model = randomize(create_model("mobilevit_xxs")).eval()
+    report = export_onnx(model, tmp_path / "m.onnx", size)
+    assert report["checks"][0]["max_abs_diff"] <= 1e-4 and (tmp_path / "m.onnx").is_file()
+
+
+def test_onnx_dynamic_batch_checked_at_two_batches(tmp_path):
+    model = randomize(create_model("deeplabv3_mobilevit_xxs", num_classes=5)).eval()
+    report = export_onnx(model, tmp_path / "d.onnx", (128, 96), dynamic_batch=True)
+    assert [c["batch"] for c in report["checks"]] == [2, 3]
+    sess = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"image": torch.rand(4, 3, 128, 96).numpy()})[0].shape == (4, 5, 128, 96)
+
+
+def test_refusals_and_a_failed_parity_check_deletes_the_file(tmp_path, monkeypatch):
+    model = create_model("mobilevit_xxs").eval()
+    with pytest.raises(ExportError, match="dynamic height/width is refused"):
+        export_onnx(model, tmp_path / "m.onnx", dynamic_hw=True)
+    with pytest.raises(ExportError, match="unsupported opset 3"):
+        export_onnx(model, tmp_path / "m.onnx", opset=3)
+    with pytest.raises(ExportError, match="image size must be two ints >= 32"):
+        export_onnx(model, tmp_path / "m.onnx", (16, 16))
+    real_run = ort.InferenceSession.run
+
+    def off_by_a_bit(self, names, feeds):
+        return [out + 0.01 for out in real_run(self, names, feeds)]
+
+    monkeypatch.setattr(ort.InferenceSession, "run", off_by_a_bit)
+    with pytest.raises(ExportError, match=r"max abs diff 0\.01 > 0\.0001; the export was deleted"):
+        export_onnx(model, tmp_path / "bad.onnx", (64, 64))
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_export_cli(tmp_path, capsys):
+    model = randomize(create_model("mobilevit_xxs", num_classes=3))
+    w = save_weights(
+        model.state_dict(),
+        tmp_path / "w.safetensors",
+        {"format": "mobilevit", "arch": "mobilevit_xxs", "num_classes": 3},
+    )
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(w), "--out", str(out), "--img-size", "200", "168"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime parity at batch 1, 200x168: max abs diff" in printed and out.is_file()
+    assert main(["export", str(w), "--out", str(tmp_path / "x.onnx"), "--dynamic-hw"]) == 2
+    assert "dynamic height/width is refused" in capsys.readouterr().err
