@@ -164,6 +164,8 @@ def test_bad_masks_and_missing_files_are_named(voc_root, tmp_path, caplog):
     assert "train_00003" in caplog.text
     with pytest.raises(DataError, match="split 'test' not found"):
         VOCSegmentation(root, "test")
+    with pytest.raises(DataError, match="classes.txt names 5 classes, the model has 21"):
+        VOCSegmentation(root, "val")
 
 
 def _seg_cfg(tmp_path, root, *extra):

@@ -68,10 +68,10 @@ class VOCSegmentation(Dataset):
         self.root = Path(root)
         self.split, self.num_classes, self.on_bad = split, num_classes, on_bad
         self.transform = transform
-        self.classes = classes or self._class_names(num_classes)
         list_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.is_file():
             raise DataError(f"split {split!r} not found: {list_file} does not exist")
+        self.classes = classes or self._class_names(num_classes)
         ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
         if not ids:
             raise DataError(f"{list_file} lists no ids")
