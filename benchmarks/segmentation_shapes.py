@@ -36,7 +36,9 @@ def main() -> None:
     final = trainer.evaluate(best.to(trainer.info.device))
     minutes = (time.perf_counter() - start) / 60
     rows = trainer.metrics.rows() if trainer.metrics else []
-    per_class = " | ".join(f"{c} {v:.3f}" for c, v in zip(classes, final["iou"], strict=True) if v is not None)
+    per_class = " | ".join(
+        f"{c} {v:.3f}" for c, v in zip(classes, final["iou"], strict=True) if v is not None
+    )
     table = ["| epoch | train loss | val mIoU (raw) | val mIoU (EMA) |", "|---:|---:|---:|---:|"]
     table += [
         f"| {r['epoch']} | {r['train_loss']:.4f} | {r.get('val_miou', float('nan')):.4f} | "
@@ -53,16 +55,22 @@ def main() -> None:
         + "\n".join(table)
         + "\n\n![curves](segmentation_shapes_curves.png)\n"
     )
-    write_doc("segmentation_shapes.md", "DeepLabv3-MobileViT-XXS on the built-in shapes set", body,
-              "python benchmarks/segmentation_shapes.py")
-    print_json_last({
-        "miou": round(final["miou"], 4),
-        "pixel_acc": round(final["pixel_acc"], 4),
-        "minutes": round(minutes, 2),
-        "epochs": summary["epochs_done"],
-        "target_miou": 0.7,
-        "target_minutes": 20,
-    })
+    write_doc(
+        "segmentation_shapes.md",
+        "DeepLabv3-MobileViT-XXS on the built-in shapes set",
+        body,
+        "python benchmarks/segmentation_shapes.py",
+    )
+    print_json_last(
+        {
+            "miou": round(final["miou"], 4),
+            "pixel_acc": round(final["pixel_acc"], 4),
+            "minutes": round(minutes, 2),
+            "epochs": summary["epochs_done"],
+            "target_miou": 0.7,
+            "target_minutes": 20,
+        }
+    )
 
 
 if __name__ == "__main__":

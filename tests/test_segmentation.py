@@ -25,7 +25,11 @@ from mobilevit.engine.seg_loop import SegTrainer, train_segmentation
 from mobilevit.serialization import read_state_dict
 from mobilevit.weights import load_state_dict_checked
 
-PARAMS = {"deeplabv3_mobilevit_xxs": 1_854_853, "deeplabv3_mobilevit_xs": 2_944_069, "deeplabv3_mobilevit_s": 6_357_941}
+PARAMS = {
+    "deeplabv3_mobilevit_xxs": 1_854_853,
+    "deeplabv3_mobilevit_xs": 2_944_069,
+    "deeplabv3_mobilevit_s": 6_357_941,
+}
 
 
 @pytest.mark.parametrize("name", list(PARAMS))
@@ -86,7 +90,9 @@ def test_transformers_semantic_segmentation_equivalence(variant, tmp_path):
         with torch.no_grad():
             ref_low = ref(pixel_values=x).logits
             assert max_diff(ours.forward_lowres(x), ref_low) <= 1e-4
-            ref_full = torch.nn.functional.interpolate(ref_low, size=size, mode="bilinear", align_corners=False)
+            ref_full = torch.nn.functional.interpolate(
+                ref_low, size=size, mode="bilinear", align_corners=False
+            )
             assert max_diff(ours(x), ref_full) <= 1e-4
 
 
@@ -118,7 +124,12 @@ def test_voc_loader_on_the_builtin_set(voc_root):
     torch.manual_seed(3)
     for i in range(6):
         x, m = ds[i]
-        assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and m.shape == (48, 48) and m.dtype == torch.int64
+        assert (
+            x.shape == (3, 48, 48)
+            and x.dtype == torch.float32
+            and m.shape == (48, 48)
+            and m.dtype == torch.int64
+        )
         assert set(m.unique().tolist()) <= {0, 1, 2, 3, 4, 255}
     # a crop larger than the (down-scaled) image is padded with 255 in the mask
     small = VOCSegmentation(voc_root, "train", SegTrainTransform(96, (0.5, 0.5), hflip=0), num_classes=5)
@@ -148,7 +159,9 @@ def test_bad_masks_and_missing_files_are_named(voc_root, tmp_path, caplog):
     bad = root / "SegmentationClass" / "train_00001.png"
     _write_mask(bad, np.full((64, 64), 9))
     ds = VOCSegmentation(root, "train", num_classes=5)
-    with pytest.raises(DataError, match=r"train_00001.png: mask values \[9\] are outside the 5 classes and 255"):
+    with pytest.raises(
+        DataError, match=r"train_00001.png: mask values \[9\] are outside the 5 classes and 255"
+    ):
         ds[1]
     skipping = VOCSegmentation(root, "train", num_classes=5, on_bad="skip")
     assert skipping[1].path == str(bad)
@@ -157,7 +170,9 @@ def test_bad_masks_and_missing_files_are_named(voc_root, tmp_path, caplog):
     with pytest.raises(DataError, match=r"train_00002.png: mask size 64x40 differs from image 64x64"):
         ds[2]
     (root / "JPEGImages" / "train_00003.jpg").unlink()
-    with pytest.raises(DataError, match=r"id 'train_00003' listed in .*train.txt has no file .*train_00003.jpg"):
+    with pytest.raises(
+        DataError, match=r"id 'train_00003' listed in .*train.txt has no file .*train_00003.jpg"
+    ):
         VOCSegmentation(root, "train", num_classes=5)
     caplog.set_level(logging.WARNING)
     assert len(VOCSegmentation(root, "train", num_classes=5, on_bad="skip")) == 17
@@ -185,14 +200,51 @@ def test_train_eval_predict_with_a_last_batch_of_one(voc_root, tmp_path, capsys)
     summary = train_segmentation(_seg_cfg(tmp_path, root))
     out = tmp_path / "run"
     assert summary["epochs_done"] == 1 and summary["global_step"] == 4  # 17 // 4, the single one dropped
-    for name in ("best.safetensors", "last.safetensors", "metrics.csv", "curves.png", "report.md", "resume.pt"):
+    for name in (
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "report.md",
+        "resume.pt",
+    ):
         assert (out / name).is_file(), name
-    assert main(["eval", str(out / "best.safetensors"), f"data.root={root}", "data.dataset=voc",
-                 "data.eval_size=64", "data.num_workers=0", f"run.out_dir={tmp_path / 'ev'}"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(out / "best.safetensors"),
+                f"data.root={root}",
+                "data.dataset=voc",
+                "data.eval_size=64",
+                "data.num_workers=0",
+                f"run.out_dir={tmp_path / 'ev'}",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0 <= res["miou"] <= 1 and set(res["iou"]) == {"background", "ellipse", "rectangle", "triangle", "star"}
+    assert 0 <= res["miou"] <= 1 and set(res["iou"]) == {
+        "background",
+        "ellipse",
+        "rectangle",
+        "triangle",
+        "star",
+    }
     img = root / "JPEGImages" / "val_00000.jpg"
-    assert main(["predict", str(img), "--weights", str(out / "best.safetensors"), "--out-dir", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(img),
+                "--weights",
+                str(out / "best.safetensors"),
+                "--out-dir",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     overlay = tmp_path / "p" / "val_00000_overlay.png"
     with Image.open(overlay) as im:
         assert im.size == (64, 64) and im.mode == "RGB"

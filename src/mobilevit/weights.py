@@ -100,10 +100,26 @@ def _specs() -> dict[str, WeightSpec]:
         name = f"deeplabv3_{arch}"
         common = dict(num_classes=21, resize_size=512, crop_size=512, miou=miou)
         specs = [
-            WeightSpec(f"{name}.cvnets_voc", name, "cvnets", seg.format(arch), f"{name}.pt", "BGR", **common,
-                       notes="Apple ml-cvnets v0.1 release; cv2 (BGR) input, resized to 512x512"),
-            WeightSpec(f"{name}.hf_voc", name, "transformers", hub.format(hf_repo, "pytorch_model.bin"),
-                       f"{name}.hf.bin", "BGR", **common, notes=f"transformers {hf_repo}; BGR input"),
+            WeightSpec(
+                f"{name}.cvnets_voc",
+                name,
+                "cvnets",
+                seg.format(arch),
+                f"{name}.pt",
+                "BGR",
+                **common,
+                notes="Apple ml-cvnets v0.1 release; cv2 (BGR) input, resized to 512x512",
+            ),
+            WeightSpec(
+                f"{name}.hf_voc",
+                name,
+                "transformers",
+                hub.format(hf_repo, "pytorch_model.bin"),
+                f"{name}.hf.bin",
+                "BGR",
+                **common,
+                notes=f"transformers {hf_repo}; BGR input",
+            ),
         ]
         out.update({s.tag: s for s in specs})
     return out
@@ -234,7 +250,9 @@ def load_pretrained(
     if source != "mobilevit":
         sd, order = convert_state_dict(sd, source, to_rgb=True)
     prefixes = getattr(model, "classifier_keys", ("head.fc.",))
-    load_state_dict_checked(model, sd, reset_classifier=reset_classifier, source=str(path), classifier_prefixes=prefixes)
+    load_state_dict_checked(
+        model, sd, reset_classifier=reset_classifier, source=str(path), classifier_prefixes=prefixes
+    )
     cfg: dict[str, Any] = asdict(spec) if spec else {"tag": None, "mean": (0.0,) * 3, "std": (1.0,) * 3}
     cfg.update(file=str(path), source_format=source, channel_order=order)
     model.pretrained_cfg = cfg  # type: ignore[assignment]

@@ -64,7 +64,9 @@ def convert_with_task(
     out, task = module.convert(dict(state_dict))
     order = module.CHANNEL_ORDER
     if to_rgb and order == "BGR":
-        flip_input_channels(out, "stem.conv.weight" if task == "classification" else "backbone.stem.conv.weight")
+        flip_input_channels(
+            out, "stem.conv.weight" if task == "classification" else "backbone.stem.conv.weight"
+        )
         order = "RGB"
     return out, task, order
 

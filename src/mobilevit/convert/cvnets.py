@@ -102,8 +102,14 @@ SEG_HEAD_RULES = RuleSet(
             r"seg_head\.aspp\.aspp_layer\.convs\.4\.aspp_pool\.conv_1x1\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
             r"aspp.convs.4.conv.\g<m>.\g<t>",
         ),
-        (r"seg_head\.aspp\.aspp_layer\.convs\.(?P<i>[0-3])\.block\.(?P<m>conv|norm)\.(?P<t>\w+)", r"aspp.convs.\g<i>.\g<m>.\g<t>"),
-        (r"seg_head\.aspp\.aspp_layer\.project\.block\.(?P<m>conv|norm)\.(?P<t>\w+)", r"aspp.project.\g<m>.\g<t>"),
+        (
+            r"seg_head\.aspp\.aspp_layer\.convs\.(?P<i>[0-3])\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            r"aspp.convs.\g<i>.\g<m>.\g<t>",
+        ),
+        (
+            r"seg_head\.aspp\.aspp_layer\.project\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            r"aspp.project.\g<m>.\g<t>",
+        ),
         (r"seg_head\.classifier\.classifier\.block\.conv\.(?P<t>weight|bias)", r"classifier.\g<t>"),
     ),
 )

@@ -119,8 +119,14 @@ _CV = r"(?P<m>convolution|normalization)\.(?P<t>\w+)"
 SEG_HEAD_RULES = RuleSet(
     "transformers",
     (
-        (r"segmentation_head\.aspp\.convs\.4\.conv_1x1\." + _CV, lambda m: f"aspp.convs.4.conv.{_CONV[m['m']]}.{m['t']}"),
-        (r"segmentation_head\.aspp\.convs\.(?P<i>[0-3])\." + _CV, lambda m: f"aspp.convs.{m['i']}.{_CONV[m['m']]}.{m['t']}"),
+        (
+            r"segmentation_head\.aspp\.convs\.4\.conv_1x1\." + _CV,
+            lambda m: f"aspp.convs.4.conv.{_CONV[m['m']]}.{m['t']}",
+        ),
+        (
+            r"segmentation_head\.aspp\.convs\.(?P<i>[0-3])\." + _CV,
+            lambda m: f"aspp.convs.{m['i']}.{_CONV[m['m']]}.{m['t']}",
+        ),
         (r"segmentation_head\.aspp\.project\." + _CV, lambda m: f"aspp.project.{_CONV[m['m']]}.{m['t']}"),
         (r"segmentation_head\.classifier\.convolution\.(?P<t>weight|bias)", r"classifier.\g<t>"),
     ),

@@ -130,7 +130,12 @@ def write_shapes(
 
 
 def write_shapes_voc(
-    root: str | Path, size: int = 128, n_train: int = 160, n_val: int = 40, max_objects: int = 3, seed: int = 0
+    root: str | Path,
+    size: int = 128,
+    n_train: int = 160,
+    n_val: int = 40,
+    max_objects: int = 3,
+    seed: int = 0,
 ) -> Path:
     """A generated segmentation set in PASCAL VOC layout: classes background + SHAPES (5 in all).
 
@@ -140,7 +145,14 @@ def write_shapes_voc(
     from .voc import IGNORE_INDEX, voc_palette
 
     root = Path(root)
-    params = {"dataset": "shapes_voc", "size": size, "train": n_train, "val": n_val, "objects": max_objects, "seed": seed}
+    params = {
+        "dataset": "shapes_voc",
+        "size": size,
+        "train": n_train,
+        "val": n_val,
+        "objects": max_objects,
+        "seed": seed,
+    }
     if _up_to_date(root, params):
         return root
     shutil.rmtree(root, ignore_errors=True)

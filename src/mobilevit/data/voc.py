@@ -119,16 +119,20 @@ class VOCSegmentation(Dataset):
                     return self._bad(mask_path, f"mask mode {m.mode!r} is not a class-index image (P or L)")
                 mask = np.array(m)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            return self._bad(mask_path if "mask" in str(e).lower() else img_path, f"unreadable ({type(e).__name__}: {e})")
+            return self._bad(
+                mask_path if "mask" in str(e).lower() else img_path, f"unreadable ({type(e).__name__}: {e})"
+            )
         if mask.shape != (image.height, image.width):
             return self._bad(
-                mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image.width}x{image.height}"
+                mask_path,
+                f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image.width}x{image.height}",
             )
         values = np.unique(mask)
         wrong = [int(v) for v in values if v >= self.num_classes and v != IGNORE_INDEX]
         if wrong:
             return self._bad(
-                mask_path, f"mask values {wrong} are outside the {self.num_classes} classes and {IGNORE_INDEX} (ignore)"
+                mask_path,
+                f"mask values {wrong} are outside the {self.num_classes} classes and {IGNORE_INDEX} (ignore)",
             )
         return image, mask.astype(np.int64)
 
@@ -154,8 +158,12 @@ class SegTrainTransform:
 
     def __post_init__(self) -> None:
         ops = [
-            T.RandomResize(int(self.scale[0] * self.crop), int(self.scale[1] * self.crop) + 1, antialias=True),
-            T.RandomCrop(self.crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
+            T.RandomResize(
+                int(self.scale[0] * self.crop), int(self.scale[1] * self.crop) + 1, antialias=True
+            ),
+            T.RandomCrop(
+                self.crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+            ),
         ]
         if self.hflip > 0:
             ops.append(T.RandomHorizontalFlip(self.hflip))

@@ -508,7 +508,10 @@ class Trainer:
         with self._autocast():
             return recalibrated_copy(
                 self.ema.module,  # type: ignore[union-attr]
-                batches, self.cfg.ema.recalibrate_bn, self.info.device, self.memory_format,
+                batches,
+                self.cfg.ema.recalibrate_bn,
+                self.info.device,
+                self.memory_format,
             )
 
     def _write_report(self, summary: dict[str, Any]) -> None:

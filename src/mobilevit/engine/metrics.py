@@ -64,7 +64,9 @@ class MetricsLog:
             self.tb.flush()
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "", metric: str = "top1") -> Path | None:
+def plot_curves(
+    rows: list[dict[str, Any]], path: str | Path, title: str = "", metric: str = "top1"
+) -> Path | None:
     """Loss and accuracy per epoch, train and validation, raw and EMA, as one PNG."""
     if not rows:
         return None
@@ -125,11 +127,15 @@ class ConfusionMatrix:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if pred.shape != target.shape:
-            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+            raise ValueError(
+                f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
+            )
         keep = target != self.ignore_index
         t, p = target[keep].long(), pred[keep].long()
         if t.numel() and (int(t.max()) >= self.num_classes or int(t.min()) < 0):
-            raise ValueError(f"target holds classes outside 0..{self.num_classes - 1} (and {self.ignore_index})")
+            raise ValueError(
+                f"target holds classes outside 0..{self.num_classes - 1} (and {self.ignore_index})"
+            )
         idx = t * self.num_classes + p
         self.matrix += torch.bincount(idx.cpu(), minlength=self.num_classes**2).reshape(self.num_classes, -1)
 

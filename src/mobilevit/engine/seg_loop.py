@@ -47,7 +47,10 @@ def prepare_seg_root(cfg: SegTrainConfig, out_dir: Path) -> tuple[Path, list[str
     if d.dataset == "voc":
         return Path(d.root), []
     root = Path(d.root) if d.root else out_dir / "data" / "shapes_voc"
-    return write_shapes_voc(root, size=d.builtin_size, n_train=d.builtin_train, n_val=d.builtin_val), ["background", *SHAPES]
+    return write_shapes_voc(root, size=d.builtin_size, n_train=d.builtin_train, n_val=d.builtin_val), [
+        "background",
+        *SHAPES,
+    ]
 
 
 class SegTrainer:
@@ -68,13 +71,21 @@ class SegTrainer:
             self.root, names = prepare_seg_root(cfg, self.out)
         d, m = cfg.data, cfg.model
         if d.dataset == "shapes" and m.num_classes != len(names):
-            raise TrainingError(f"the built-in shapes set has {len(names)} classes; set model.num_classes={len(names)}")
+            raise TrainingError(
+                f"the built-in shapes set has {len(names)} classes; set model.num_classes={len(names)}"
+            )
         k = m.num_classes
         self.train_ds = VOCSegmentation(
-            self.root, d.train_split, SegTrainTransform(d.crop_size, tuple(d.scale_range), d.hflip), k,  # type: ignore[arg-type]
-            d.on_bad_sample, names or None,
+            self.root,
+            d.train_split,
+            SegTrainTransform(d.crop_size, tuple(d.scale_range), d.hflip),
+            k,  # type: ignore[arg-type]
+            d.on_bad_sample,
+            names or None,
         )
-        self.val_ds = VOCSegmentation(self.root, d.val_split, SegEvalTransform(d.eval_size), k, d.on_bad_sample, names or None)
+        self.val_ds = VOCSegmentation(
+            self.root, d.val_split, SegEvalTransform(d.eval_size), k, d.on_bad_sample, names or None
+        )
         self.classes = self.train_ds.classes
         if len(self.train_ds) < d.batch_size * self.info.world_size:
             raise TrainingError(
@@ -82,33 +93,54 @@ class SegTrainer:
                 "processes (the last incomplete batch is dropped: BatchNorm cannot train on one sample)"
             )
         if self.info.distributed:
-            self.train_sampler: Any = DistributedSampler(self.train_ds, shuffle=True, seed=cfg.run.seed, drop_last=True)
+            self.train_sampler: Any = DistributedSampler(
+                self.train_ds, shuffle=True, seed=cfg.run.seed, drop_last=True
+            )
             val_sampler: Any = DistributedSampler(self.val_ds, shuffle=False, drop_last=False)
         else:
             g = torch.Generator().manual_seed(cfg.run.seed)
-            self.train_sampler, val_sampler = RandomSampler(self.train_ds, generator=g), SequentialSampler(self.val_ds)
+            self.train_sampler, val_sampler = (
+                RandomSampler(self.train_ds, generator=g),
+                SequentialSampler(self.val_ds),
+            )
         self.train_loader = DataLoader(
-            self.train_ds, batch_size=d.batch_size, sampler=self.train_sampler, num_workers=d.num_workers,
-            collate_fn=collate_segmentation, drop_last=True,
+            self.train_ds,
+            batch_size=d.batch_size,
+            sampler=self.train_sampler,
+            num_workers=d.num_workers,
+            collate_fn=collate_segmentation,
+            drop_last=True,
         )
         self.val_loader = DataLoader(
-            self.val_ds, batch_size=1, sampler=val_sampler, num_workers=d.num_workers, collate_fn=collate_segmentation
+            self.val_ds,
+            batch_size=1,
+            sampler=val_sampler,
+            num_workers=d.num_workers,
+            collate_fn=collate_segmentation,
         )
         self.model = create_model(
-            m.name, num_classes=k, pretrained=m.pretrained or None, reset_classifier=m.reset_classifier,
-            backbone_weights=m.backbone_weights or None, **m.overrides,
+            m.name,
+            num_classes=k,
+            pretrained=m.pretrained or None,
+            reset_classifier=m.reset_classifier,
+            backbone_weights=m.backbone_weights or None,
+            **m.overrides,
         ).to(self.info.device)
         self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.ddp: nn.Module = self.model
         if self.info.distributed:
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.info.device] if self.info.device.type == "cuda" else None)
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.info.device] if self.info.device.type == "cuda" else None
+            )
         o = cfg.optim
         head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
         body = [p for n, p in self.model.named_parameters() if n.startswith("backbone.")]
         self.optimizer = torch.optim.AdamW(
             [{"params": body, "lr": o.lr}, {"params": head, "lr": o.lr * o.head_lr_mult}],
-            lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,  # type: ignore[arg-type]
+            lr=o.lr,
+            betas=tuple(o.betas),
+            weight_decay=o.weight_decay,  # type: ignore[arg-type]
         )
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = build_scheduler(
@@ -153,7 +185,9 @@ class SegTrainer:
                 x = image[None].to(self.info.device, memory_format=self.memory_format)
                 with self._autocast():
                     logits = model.forward_lowres(x) if hasattr(model, "forward_lowres") else model(x)
-                logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+                logits = F.interpolate(
+                    logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False
+                )
                 cm.update(logits.argmax(1)[0].cpu(), mask)
         D.all_reduce_sum(cm.matrix, self.info)
         return cm.compute()
@@ -168,7 +202,9 @@ class SegTrainer:
         if self.info.is_main and cfg.run.progress:
             from tqdm import tqdm
 
-            progress = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False)
+            progress = tqdm(
+                total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False
+            )
         for batch in self.train_loader:
             self._log_bad(batch)
             if batch["count"] < 2 or not isinstance(batch["images"], torch.Tensor):
@@ -182,7 +218,11 @@ class SegTrainer:
             loss = self.criterion(logits.float(), y)
             if not torch.isfinite(loss):
                 self.nonfinite_in_row += 1
-                log.warning("non-finite loss at epoch %d: step skipped (%d in a row)", self.epoch + 1, self.nonfinite_in_row)
+                log.warning(
+                    "non-finite loss at epoch %d: step skipped (%d in a row)",
+                    self.epoch + 1,
+                    self.nonfinite_in_row,
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.nonfinite_in_row >= cfg.run.max_nonfinite:
                     raise TrainingError(f"{self.nonfinite_in_row} non-finite losses in a row; stopping")
@@ -202,10 +242,15 @@ class SegTrainer:
             images += x.shape[0]
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss_sum / n:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                progress.set_postfix(
+                    loss=f"{loss_sum / n:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
+                )
         if progress is not None:
             progress.close()
-        return {"train_loss": loss_sum / max(1, n), "images_per_s": images * self.info.world_size / (time.perf_counter() - t0)}
+        return {
+            "train_loss": loss_sum / max(1, n),
+            "images_per_s": images * self.info.world_size / (time.perf_counter() - t0),
+        }
 
     def fit(self) -> dict[str, Any]:
         cfg, start = self.cfg, time.perf_counter()
@@ -219,10 +264,16 @@ class SegTrainer:
                 if self.ema is not None:
                     ema_model = self.ema.module
                     if cfg.ema.recalibrate_bn:
-                        batches = (b["images"] for b in self.train_loader if isinstance(b["images"], torch.Tensor))
+                        batches = (
+                            b["images"] for b in self.train_loader if isinstance(b["images"], torch.Tensor)
+                        )
                         with self._autocast():
                             ema_model = recalibrated_copy(
-                                ema_model, batches, cfg.ema.recalibrate_bn, self.info.device, self.memory_format
+                                ema_model,
+                                batches,
+                                cfg.ema.recalibrate_bn,
+                                self.info.device,
+                                self.memory_format,
                             )
                     ema = self.evaluate(ema_model)
                     row.update(val_ema_miou=ema["miou"], val_ema_pixel_acc=ema["pixel_acc"])
@@ -234,22 +285,40 @@ class SegTrainer:
             if self.info.is_main:
                 assert self.metrics is not None
                 self.metrics.append(row)
-                plot_curves(self.metrics.rows(), self.out / "curves.png", f"{cfg.model.name} on {cfg.data.dataset}",
-                            metric="miou")
+                plot_curves(
+                    self.metrics.rows(),
+                    self.out / "curves.png",
+                    f"{cfg.model.name} on {cfg.data.dataset}",
+                    metric="miou",
+                )
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
                 print(f"epoch {self.epoch}/{cfg.optim.epochs}: {shown}", flush=True)
             self._save(self.model, "last.safetensors")
             if self.info.is_main:
-                save_resume(self.out / "resume.pt", {
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                    "epoch": self.epoch, "global_step": self.global_step, "best_miou": self.best_miou,
-                    "best_epoch": self.best_epoch, "rng": rng_state(), "config": cfg.to_dict(),
-                })
+                save_resume(
+                    self.out / "resume.pt",
+                    {
+                        "model": self.model.state_dict(),
+                        "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(),
+                        "ema": self.ema.state_dict() if self.ema else None,
+                        "epoch": self.epoch,
+                        "global_step": self.global_step,
+                        "best_miou": self.best_miou,
+                        "best_epoch": self.best_epoch,
+                        "rng": rng_state(),
+                        "config": cfg.to_dict(),
+                    },
+                )
         summary = {
-            "epochs_done": self.epoch, "global_step": self.global_step, "best_miou": self.best_miou,
-            "best_epoch": self.best_epoch, "bad_samples": self.bad, "seconds": time.perf_counter() - start,
-            "out_dir": str(self.out), "stopped": None,
+            "epochs_done": self.epoch,
+            "global_step": self.global_step,
+            "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch,
+            "bad_samples": self.bad,
+            "seconds": time.perf_counter() - start,
+            "out_dir": str(self.out),
+            "stopped": None,
         }
         if self.info.is_main:
             (self.out / "report.md").write_text(
@@ -266,9 +335,14 @@ class SegTrainer:
             return
         d = self.cfg.data
         meta = {
-            "format": "mobilevit", "task": "segmentation", "arch": self.cfg.model.name,
-            "num_classes": self.cfg.model.num_classes, "classes": self.classes,
-            "model_overrides": self.cfg.model.overrides, "channel_order": "RGB", "eval_size": d.eval_size,
+            "format": "mobilevit",
+            "task": "segmentation",
+            "arch": self.cfg.model.name,
+            "num_classes": self.cfg.model.num_classes,
+            "classes": self.classes,
+            "model_overrides": self.cfg.model.overrides,
+            "channel_order": "RGB",
+            "eval_size": d.eval_size,
             **(extra or {}),
         }
         save_weights(model.state_dict(), self.out / name, meta)
@@ -280,5 +354,3 @@ def train_segmentation(cfg: SegTrainConfig, resume: str | Path | None = None) ->
         return trainer.fit()
     finally:
         D.cleanup(trainer.info)
-
-

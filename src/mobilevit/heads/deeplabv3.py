@@ -36,7 +36,11 @@ class ASPP(nn.Module):
     """Atrous spatial pyramid pooling with branch order [1x1, rates..., image pool]."""
 
     def __init__(
-        self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18), dropout: float = 0.1
+        self,
+        in_channels: int,
+        out_channels: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvNormAct(in_channels, out_channels, 1, act=nn.ReLU)]
