@@ -18,10 +18,13 @@ from _common import print_json_last, write_doc
 import mobilevit
 
 
-def step_fn(model: torch.nn.Module, batch: int, size: int):
+def step_fn(model: torch.nn.Module, batch: int, size: int, channels_last: bool = False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, 1000, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     model.train()
 
@@ -48,37 +51,58 @@ def main() -> None:
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--channels-last", action="store_true", help="also compare both in channels_last")
     args = p.parse_args()
     import timm
 
     torch.manual_seed(0)
     figures: dict[str, float] = {}
-    rows = ["| model | ours img/s | timm img/s | ours / timm |", "|---|---:|---:|---:|"]
+    rows = ["| model | memory format | ours img/s | timm img/s | ours / timm |", "|---|---|---:|---:|---:|"]
     for name in args.variants:
+        ours_model = mobilevit.create_model(name, transformer_dropout=0.0, classifier_dropout=0.0)
+        # the same work as timm's default model, which has no dropout (ours defaults to the
+        # paper's transformer / classifier dropout, whose Bernoulli masks cost ~4% on CPU)
         steps = {
-            # the same work as timm's default model, which has no dropout (ours defaults to the
-            # paper's transformer / classifier dropout, whose Bernoulli masks cost ~4% on CPU)
-            "ours": step_fn(
+            "ours": step_fn(ours_model, args.batch, args.img_size),
+            "timm": step_fn(timm.create_model(name, pretrained=False), args.batch, args.img_size),
+        }
+        if args.channels_last:
+            steps["ours_cl"] = step_fn(
                 mobilevit.create_model(name, transformer_dropout=0.0, classifier_dropout=0.0),
                 args.batch,
                 args.img_size,
-            ),
-            "timm": step_fn(timm.create_model(name, pretrained=False), args.batch, args.img_size),
-        }
+                channels_last=True,
+            )
+            steps["timm_cl"] = step_fn(
+                timm.create_model(name, pretrained=False), args.batch, args.img_size, True
+            )
         for s in steps.values():  # warm-up
             s()
-        rates: dict[str, list[float]] = {"ours": [], "timm": []}
+        rates: dict[str, list[float]] = {k: [] for k in steps}
         for r in range(args.rounds):
-            order = ["ours", "timm"] if r % 2 == 0 else ["timm", "ours"]
+            order = list(steps) if r % 2 == 0 else list(reversed(steps))
             for who in order:
                 rates[who].append(images_per_s(steps[who], args.batch, args.steps))
-        ours, ref = statistics.median(rates["ours"]), statistics.median(rates["timm"])
+        med = {k: statistics.median(v) for k, v in rates.items()}
         short = name.removeprefix("mobilevit_")
-        figures[f"ours_img_s_{short}"] = round(ours, 2)
-        figures[f"timm_img_s_{short}"] = round(ref, 2)
-        figures[f"ratio_vs_timm_{short}"] = round(ours / ref, 3)
-        rows.append(f"| {name} | {ours:.1f} | {ref:.1f} | {ours / ref:.3f} |")
+        figures[f"ours_img_s_{short}"] = round(med["ours"], 2)
+        figures[f"timm_img_s_{short}"] = round(med["timm"], 2)
+        figures[f"ratio_vs_timm_{short}"] = round(med["ours"] / med["timm"], 3)
+        rows.append(
+            f"| {name} | contiguous (both defaults) | {med['ours']:.1f} | {med['timm']:.1f} | "
+            f"{med['ours'] / med['timm']:.3f} |"
+        )
         print(rows[-1], flush=True)
+        if args.channels_last:
+            figures[f"ratio_vs_timm_channels_last_{short}"] = round(med["ours_cl"] / med["timm_cl"], 3)
+            figures[f"ratio_ours_channels_last_vs_timm_default_{short}"] = round(
+                med["ours_cl"] / med["timm"], 3
+            )
+            rows.append(
+                f"| {name} | channels_last (both) | {med['ours_cl']:.1f} | {med['timm_cl']:.1f} | "
+                f"{med['ours_cl'] / med['timm_cl']:.3f} |"
+            )
+            print(rows[-1], flush=True)
     body = (
         f"Forward + backward + AdamW step, batch {args.batch}, {args.img_size}x{args.img_size}, fp32, CPU; "
         f"median of {args.rounds} alternating rounds of {args.steps} steps (timm {timm.__version__}). Both models "
