@@ -67,3 +67,20 @@ def save_model_weights(
         **(extra or {}),
     }
     return save_weights(model.state_dict(), path, meta)
+
+
+def start_run(cfg: Any) -> tuple[Any, Path]:
+    """Common start of every training run: processes, threads, the run folder with the resolved
+    config (rank 0), and a per-rank seed. Returns ``(dist_info, out_dir)``."""
+    from . import dist as D
+    from .config import save_config
+
+    info = D.init_distributed(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    out = Path(cfg.run.out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    torch.manual_seed(cfg.run.seed + info.rank)
+    return info, out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -56,6 +58,19 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+T = TypeVar("T")
+
+
+def main_first(info: DistInfo, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0, then on the other ranks (e.g. write a dataset once, then read it)."""
+    if info.is_main:
+        out = fn()
+    barrier(info)
+    if not info.is_main:
+        out = fn()
+    return out
 
 
 def cleanup(info: DistInfo) -> None:

@@ -35,8 +35,8 @@ from ..data import (
 )
 from ..registry import create_model
 from . import dist as D
-from .checkpoint import load_resume, rng_state, save_model_weights, save_resume, set_rng_state
-from .config import TrainConfig, save_config
+from .checkpoint import load_resume, rng_state, save_model_weights, save_resume, set_rng_state, start_run
+from .config import TrainConfig
 from .ema import ModelEMA, recalibrated_copy
 from .metrics import MetricsLog, plot_curves, topk_correct
 from .optim import build_optimizer, build_scheduler
@@ -108,20 +108,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: str | Path | None = None) -> None:
         self.cfg = cfg
-        self.info = D.init_distributed(cfg.run.device)
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        self.out = Path(cfg.run.out_dir)
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
-        torch.manual_seed(cfg.run.seed + self.info.rank)
-
-        if self.info.is_main:
-            self.root = prepare_data_root(cfg, self.out)
-        D.barrier(self.info)
-        if not self.info.is_main:
-            self.root = prepare_data_root(cfg, self.out)  # already written: only checks the marker
+        self.info, self.out = start_run(cfg)
+        # rank 0 writes a built-in set; the others then only check its marker
+        self.root = D.main_first(self.info, lambda: prepare_data_root(cfg, self.out))
         self.train_ds, self.val_ds = build_datasets(cfg, self.root)
         self.classes = self.train_ds.classes
         num_classes = cfg.model.num_classes or len(self.classes)

@@ -32,8 +32,8 @@ from ..data.voc import (
 from ..registry import create_model
 from ..serialization import save_weights
 from . import dist as D
-from .checkpoint import load_resume, rng_state, save_resume, set_rng_state
-from .config import SegTrainConfig, save_config
+from .checkpoint import load_resume, rng_state, save_resume, set_rng_state, start_run
+from .config import SegTrainConfig
 from .ema import ModelEMA, recalibrated_copy
 from .loop import TrainingError
 from .metrics import ConfusionMatrix, MetricsLog, plot_curves
@@ -56,19 +56,8 @@ def prepare_seg_root(cfg: SegTrainConfig, out_dir: Path) -> tuple[Path, list[str
 class SegTrainer:
     def __init__(self, cfg: SegTrainConfig, resume: str | Path | None = None) -> None:
         self.cfg = cfg
-        self.info = D.init_distributed(cfg.run.device)
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        self.out = Path(cfg.run.out_dir)
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
-        torch.manual_seed(cfg.run.seed + self.info.rank)
-        if self.info.is_main:
-            self.root, names = prepare_seg_root(cfg, self.out)
-        D.barrier(self.info)
-        if not self.info.is_main:
-            self.root, names = prepare_seg_root(cfg, self.out)
+        self.info, self.out = start_run(cfg)
+        self.root, names = D.main_first(self.info, lambda: prepare_seg_root(cfg, self.out))
         d, m = cfg.data, cfg.model
         if d.dataset == "shapes" and m.num_classes != len(names):
             raise TrainingError(
