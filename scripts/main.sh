@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/mobilevit train --config configs/demo_digits.yaml "$@"
 .venv/bin/mobilevit eval runs/demo_digits/best.safetensors --config configs/demo_digits.yaml \
+  data.root=runs/demo_digits/data/digits \
   run.out_dir=runs/demo_digits/eval
 echo
 cat runs/demo_digits/report.md

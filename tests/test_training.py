@@ -357,3 +357,23 @@ def test_bf16_autocast_and_channels_last_run(tmp_path, shapes_root):
     assert summary["epochs_done"] == 1 and summary["stopped"] is None
     w = load_file(str(tmp_path / "run" / "last.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    # `train --config X key=value` (argparse alone refuses positionals after an option)
+    out = tmp_path / "never"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(REPO / "configs" / "demo_digits.yaml"),
+                f"run.out_dir={out}",
+                "optim.lr=-1",
+            ]
+        )
+        == 2
+    )
+    assert "optim.lr must be positive" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(REPO / "configs" / "demo_digits.yaml"), "--no-such-flag"])

@@ -1,4 +1,4 @@
-"""The ``mobilevit`` command: models, weights, bench, convert."""
+"""The ``mobilevit`` command: models, weights, bench, convert, export, train, eval, predict, ablate."""
 
 from __future__ import annotations
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "study", help="weight-decay, skip-connection, patch-size, ema-label-smoothing, or a study YAML"
     )
-    s.add_argument("overrides", nargs="*", help="section.key=value for every variant (right after STUDY)")
+    s.add_argument("overrides", nargs="*", help="section.key=value for every variant")
     s.add_argument(
         "--data", default=None, help="digits, shapes, or a folder with train/ and val/ class folders"
     )
@@ -299,7 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse cannot take positional key=value overrides after an option (``train --config X a=b``):
+    # collect such leftovers as overrides of the commands that have them, refuse anything else.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
