@@ -63,6 +63,23 @@ def barrier(info: DistInfo) -> None:
 T = TypeVar("T")
 
 
+def place_model(model: torch.nn.Module, info: DistInfo, channels_last: bool = False):
+    """Move ``model`` to the run's device and memory format and wrap it in DDP when distributed.
+
+    Returns ``(model, ddp_or_model, memory_format)``: train through the second, save the first.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(info.device).to(memory_format=fmt)
+    wrapped: torch.nn.Module = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            model, device_ids=[info.device] if info.device.type == "cuda" else None
+        )
+    return model, wrapped, fmt
+
+
 def main_first(info: DistInfo, fn: Callable[[], T]) -> T:
     """Run ``fn`` on rank 0, then on the other ranks (e.g. write a dataset once, then read it)."""
     if info.is_main:

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..data import (
@@ -147,20 +146,14 @@ class Trainer:
         self.val_loader = build_loader(self.val_ds, self.val_sampler, d.num_workers, cfg.run.seed)
 
         m = cfg.model
-        self.model = create_model(
+        model = create_model(
             m.name,
             num_classes=num_classes,
             pretrained=m.pretrained or None,
             reset_classifier=m.reset_classifier,
             **m.overrides,
-        ).to(self.info.device)
-        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
-        self.ddp: nn.Module = self.model
-        if self.info.distributed:
-            self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.info.device] if self.info.device.type == "cuda" else None
-            )
+        )
+        self.model, self.ddp, self.memory_format = D.place_model(model, self.info, cfg.run.channels_last)
 
         o = cfg.optim
         self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas))  # type: ignore[arg-type]

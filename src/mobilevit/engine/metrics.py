@@ -77,30 +77,30 @@ def plot_curves(
 
     epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("val_ema_loss", "val (EMA)")):
-        if any(key in r for r in rows):
-            ax1.plot(
-                [r["epoch"] for r in rows if key in r],
-                [r[key] for r in rows if key in r],
-                marker=".",
-                label=label,
-            )
+
+    def plot(ax, series: tuple[tuple[str, str], ...]) -> None:
+        for key, label in series:
+            if any(key in r for r in rows):
+                ax.plot(
+                    [r["epoch"] for r in rows if key in r],
+                    [r[key] for r in rows if key in r],
+                    marker=".",
+                    label=label,
+                )
+
+    plot(ax1, (("train_loss", "train"), ("val_loss", "val"), ("val_ema_loss", "val (EMA)")))
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
     names = {"top1": "top-1", "miou": "mIoU"}
-    for key, label in (
-        (f"val_{metric}", f"val {names[metric]}"),
-        (f"val_ema_{metric}", f"val {names[metric]} (EMA)"),
-        (f"train_{metric}", f"train {names[metric]}"),
-    ):
-        if any(key in r for r in rows):
-            ax2.plot(
-                [r["epoch"] for r in rows if key in r],
-                [r[key] for r in rows if key in r],
-                marker=".",
-                label=label,
-            )
+    plot(
+        ax2,
+        (
+            (f"val_{metric}", f"val {names[metric]}"),
+            (f"val_ema_{metric}", f"val {names[metric]} (EMA)"),
+            (f"train_{metric}", f"train {names[metric]}"),
+        ),
+    )
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy" if metric == "top1" else names[metric])
     ax2.set_ylim(0, 1)

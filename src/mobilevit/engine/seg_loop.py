@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..data.synthetic import SHAPES, write_shapes_voc
@@ -107,21 +106,15 @@ class SegTrainer:
             num_workers=d.num_workers,
             collate_fn=collate_segmentation,
         )
-        self.model = create_model(
+        model = create_model(
             m.name,
             num_classes=k,
             pretrained=m.pretrained or None,
             reset_classifier=m.reset_classifier,
             backbone_weights=m.backbone_weights or None,
             **m.overrides,
-        ).to(self.info.device)
-        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
-        self.ddp: nn.Module = self.model
-        if self.info.distributed:
-            self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.info.device] if self.info.device.type == "cuda" else None
-            )
+        )
+        self.model, self.ddp, self.memory_format = D.place_model(model, self.info, cfg.run.channels_last)
         o = cfg.optim
         head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
         body = [p for n, p in self.model.named_parameters() if n.startswith("backbone.")]
