@@ -149,7 +149,7 @@ def test_truncated_checkpoints_name_the_path(tmp_path):
 
 
 def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
-    assert len(list_weights()) == 15 and list_weights("mobilevit_s") == [
+    assert len(list_weights()) == 18 and list_weights("mobilevit_s") == [
         "mobilevit_s.cvnets_in1k",
         "mobilevit_s.hf_in1k",
         "mobilevit_s.timm_in1k",

@@ -79,6 +79,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .engine.seg_loop import train_segmentation
 
         summary = train_segmentation(cfg, resume=args.resume)
+    elif cfg.task == "detection":
+        from .engine.det_loop import train_detection
+
+        summary = train_detection(cfg, resume=args.resume)
     else:
         summary = train(cfg, resume=args.resume)
     print(json.dumps(summary))
@@ -107,6 +111,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"model.num_classes={meta.get('num_classes', 21)}",
             "data.batch_size=1",
         ]
+    elif meta.get("task") == "detection":
+        overrides += [
+            "task=detection",
+            f"model.num_classes={meta.get('num_classes', 81)}",
+            "data.batch_size=1",
+        ]
+        if "ssd" in meta:
+            ssd = json.loads(meta["ssd"])
+            overrides.append(f"data.image_size={ssd.pop('image_size', [320])[0]}")
+            overrides += [f"model.ssd.{k}={json.dumps(v)}" for k, v in ssd.items()]
     cfg = load_config(args.config, overrides)
     cfg.run.out_dir = args.out_dir or str(Path(args.weights).parent / "eval")
     if "arch" in meta:
@@ -121,6 +135,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result["iou"] = dict(zip(seg.classes, result["iou"], strict=True))
         result.update(
             weights=str(args.weights), split=f"{seg.root} ({cfg.data.val_split})", images=len(seg.val_ds)
+        )
+    elif cfg.task == "detection":
+        from .engine.det_loop import DetTrainer
+
+        det = DetTrainer(cfg)
+        result = det.evaluate(det.model)
+        print(result.pop("summary"), file=sys.stderr)
+        result.update(
+            weights=str(args.weights), split=str(det.paths["val_annotations"]), images=len(det.val_ds)
         )
     else:
         trainer = Trainer(cfg)
@@ -140,6 +163,20 @@ def _weights_meta(weights: str) -> dict[str, str]:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import load_classifier, predict_images
 
+    if _weights_meta(args.weights).get("task") == "detection":
+        from .predict import load_detector, predict_boxes
+
+        model, classes = load_detector(args.weights)
+        found = predict_boxes(model, classes, args.images, Path(args.out_dir), args.score_threshold)
+        for r in found:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}")
+                continue
+            shown = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"]) or "nothing"
+            print(f"{r['image']} -> {r['boxes_png']}  ({shown})")
+        if args.json:
+            print(json.dumps(found))
+        return 0 if all("error" not in r for r in found) else 2
     if _weights_meta(args.weights).get("task") == "segmentation":
         from .predict import load_segmenter, predict_masks
 
@@ -179,7 +216,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .predict import load_model_for_export
 
     model = load_model_for_export(args.weights, args.model)
-    size = (args.img_size[0], args.img_size[-1])
+    if args.img_size:
+        size = (args.img_size[0], args.img_size[-1])
+    else:  # a detector's own input size (its anchors depend on it), else 256
+        size = tuple(getattr(getattr(model, "ssd_config", None), "image_size", (256, 256)))
     report = export_onnx(
         model, args.out, size, dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw, opset=args.opset
     )
@@ -234,7 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
     s.add_argument("--format", choices=["onnx"], default="onnx")
     s.add_argument("--out", required=True)
-    s.add_argument("--img-size", nargs="+", type=int, default=[256], metavar="H [W]")
+    s.add_argument(
+        "--img-size",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="H [W]",
+        help="input size (default: a detector's own, else 256)",
+    )
     s.add_argument("--dynamic-batch", action="store_true")
     s.add_argument("--dynamic-hw", action="store_true", help="refused with an explanation (see docs)")
     s.add_argument("--opset", type=int, default=17)
@@ -248,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser(
-        "eval", help="top-1 / top-5 (classifiers) or mIoU (segmentation) on a validation split"
+        "eval",
+        help="top-1 / top-5 (classifiers), mIoU (segmentation) or COCO mAP (detection) on a validation split",
     )
     s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
     s.add_argument("--config", default=None, help="recipe whose data section to use")
@@ -258,14 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_eval)
 
     s = sub.add_parser(
-        "predict", help="top-5 classes with names, or a colour overlay PNG of the predicted mask"
+        "predict",
+        help="top-5 classes, a colour overlay PNG of the predicted mask, or a PNG with the detected boxes",
     )
     s.add_argument("images", nargs="+")
     s.add_argument("--weights", required=True)
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
     s.add_argument("--img-size", type=int, default=None, help="crop size (default: the weights' own)")
     s.add_argument("--topk", type=int, default=5)
-    s.add_argument("--out-dir", default="predictions", help="segmentation: where the overlay PNGs go")
+    s.add_argument(
+        "--out-dir", default="predictions", help="segmentation / detection: where the output PNGs go"
+    )
+    s.add_argument(
+        "--score-threshold", type=float, default=0.3, help="detection: lowest score drawn (default 0.3)"
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_predict)
 

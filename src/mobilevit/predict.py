@@ -174,9 +174,92 @@ def predict_masks(
     return results
 
 
+def load_detector(weights: str | Path) -> tuple[nn.Module, list[str]]:
+    """An SSDLite model and its class names (index 0: background) from a detection weights file."""
+    from .convert import num_classes_of
+
+    sd, meta = read_state_dict(weights)
+    name = meta.get("arch")
+    if not name:
+        raise ValueError(f"{weights}: no architecture recorded in the file")
+    num_classes = int(meta.get("num_classes", num_classes_of(sd)))
+    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
+    ssd: dict[str, Any] = json.loads(meta.get("ssd", "{}"))
+    if "image_size" in ssd:
+        ssd["image_size"] = tuple(ssd["image_size"])
+    model = create_model(name, num_classes=num_classes, pretrained=weights, ssd=ssd, **overrides).eval()
+    if "classes" in meta:
+        classes = json.loads(meta["classes"])
+    else:
+        classes = ["background", *(str(i) for i in range(1, num_classes))]
+    return model, classes
+
+
+@torch.no_grad()
+def predict_boxes(
+    model: nn.Module,
+    classes: list[str],
+    paths: list[str | Path],
+    out_dir: Path,
+    score_threshold: float = 0.3,
+) -> list[dict[str, Any]]:
+    """Detect objects in each image and write ``<out_dir>/<stem>_boxes.png``: the image with the
+    boxes, class names and scores drawn (detections below ``score_threshold`` are left out)."""
+    from torchvision.transforms import v2 as T
+    from torchvision.utils import draw_bounding_boxes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flip = (getattr(model, "pretrained_cfg", None) or {}).get("channel_order") == "BGR"
+    palette = [tuple(int(c) for c in colour) for colour in _box_palette(len(classes))]
+    results = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                pixels = T.functional.pil_to_tensor(im.convert("RGB"))  # uint8 [3, H, W]
+        except (OSError, ValueError) as e:
+            results.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
+            continue
+        x = T.functional.to_dtype(pixels, torch.float32, scale=True)
+        (det,) = model([x.flip(0) if flip else x])
+        keep = det["scores"] >= score_threshold
+        boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+        names = [classes[int(i)] if int(i) < len(classes) else str(int(i)) for i in labels]
+        drawn = draw_bounding_boxes(
+            pixels,
+            boxes,
+            labels=[f"{n} {float(s):.2f}" for n, s in zip(names, scores, strict=True)],
+            colors=[palette[int(i) % len(palette)] for i in labels],
+            width=2,
+        )
+        path = out_dir / f"{Path(p).stem}_boxes.png"
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(path)
+        results.append(
+            {
+                "image": str(p),
+                "boxes_png": str(path),
+                "detections": [
+                    {"class": n, "label": int(i), "score": float(s), "box": [round(float(v), 1) for v in b]}
+                    for n, i, s, b in zip(names, labels, scores, boxes, strict=True)
+                ],
+            }
+        )
+    return results
+
+
+def _box_palette(n: int) -> list[tuple[int, int, int]]:
+    """Distinct, saturated colours per class (the VOC palette without its dark first entries)."""
+    from .data.voc import voc_palette
+
+    flat = voc_palette()
+    return [tuple(flat[3 * i : 3 * i + 3]) for i in range(1, n + 1)] or [(255, 0, 0)]  # type: ignore[misc]
+
+
 def load_model_for_export(weights: str | Path, model_name: str | None = None) -> nn.Module:
-    """Any weights file (classifier or segmentation, ours or foreign with ``model_name``) as an eval model."""
+    """Any weights file (classifier, segmentation or detection; ours, or foreign with ``model_name``)
+    as an eval model."""
     _, meta = read_state_dict(weights)
     if meta.get("task") == "segmentation":
         return load_segmenter(weights)[0]
+    if meta.get("task") == "detection":
+        return load_detector(weights)[0]
     return load_classifier(weights, model_name)[0]

@@ -40,6 +40,7 @@ class WeightSpec:
     num_classes: int = 1000
     top1: float | None = None  # ImageNet-1k val top-1 as published
     miou: float | None = None  # PASCAL VOC 2012 val mIoU as published (segmentation)
+    box_map: float | None = None  # COCO val2017 box mAP@[.5:.95] as published (detection)
     sha256: str | None = None
     license: str = "apple-sample-code-license (ml-cvnets)"
     notes: str = ""
@@ -122,6 +123,23 @@ def _specs() -> dict[str, WeightSpec]:
             ),
         ]
         out.update({s.tag: s for s in specs})
+    det = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/detection/ssd_{}_320.pt"
+    for arch, box_map in {"mobilevit_xxs": 19.9, "mobilevit_xs": 24.8, "mobilevit_s": 27.7}.items():
+        name = f"ssdlite_{arch}"
+        spec = WeightSpec(
+            f"{name}.cvnets_coco",
+            name,
+            "cvnets",
+            det.format(arch),
+            f"{name}.pt",
+            "BGR",
+            num_classes=81,
+            resize_size=320,
+            crop_size=320,
+            box_map=box_map,
+            notes="Apple ml-cvnets v0.1 release; cv2 (BGR) input resized to 320x320; 80 COCO classes + background",
+        )
+        out[spec.tag] = spec
     return out
 
 

@@ -64,17 +64,24 @@ def convert_with_task(
     out, task = module.convert(dict(state_dict))
     order = module.CHANNEL_ORDER
     if to_rgb and order == "BGR":
-        flip_input_channels(
-            out, "stem.conv.weight" if task == "classification" else "backbone.stem.conv.weight"
-        )
+        flip_input_channels(out, STEM_KEY[task])
         order = "RGB"
     return out, task, order
+
+
+STEM_KEY = {
+    "classification": "stem.conv.weight",
+    "segmentation": "backbone.stem.conv.weight",
+    "detection": "backbone.body.stem.conv.weight",
+}
 
 
 def task_of(state_dict: dict[str, torch.Tensor]) -> str:
     """The task of a state dict in our layout."""
     if "classifier.weight" in state_dict and any(k.startswith("aspp.") for k in state_dict):
         return "segmentation"
+    if any(k.startswith("head.levels.") for k in state_dict):
+        return "detection"
     return "classification"
 
 
@@ -87,6 +94,9 @@ def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
     if task == "segmentation":
         names = [f"deeplabv3_{n}" for n in CONFIGS]
         num_classes = state_dict["classifier.weight"].shape[0]
+    elif task == "detection":
+        names = [f"ssdlite_{n}" for n in CONFIGS]
+        num_classes = num_classes_of(state_dict)
     else:
         names = list(CONFIGS)
         num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
@@ -101,6 +111,13 @@ def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
+    """The class count a state dict in our layout was trained for (detection: with background)."""
+    if "head.levels.0.predict.pw.weight" in state_dict:  # SSDLite: anchors x (4 + K) outputs
+        last = max(int(k.split(".")[2]) for k in state_dict if k.startswith("head.levels."))
+        c0 = state_dict["head.levels.0.predict.pw.weight"].shape[0]
+        c_last = state_dict[f"head.levels.{last}.predict.weight"].shape[0]
+        # with a anchors per location c = a * (4 + K); 6 and 4 anchors: K = c0 / 6 - 4 = c_last / 4 - 4
+        return int(c0 - c_last) // 2 - 4
     for key in ("head.fc.weight", "classifier.weight"):
         if key in state_dict:
             return int(state_dict[key].shape[0])

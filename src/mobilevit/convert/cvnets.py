@@ -123,15 +123,46 @@ def task_of(state_dict: dict[str, torch.Tensor]) -> str:
     return "classification"
 
 
+_EXTRA = {"64": "0", "128": "1", "256": "2"}
+
+DET_HEAD_RULES = RuleSet(
+    "cvnets",
+    (
+        (
+            r"extra_layers\.os_(?P<os>64|128|256)\.(?P<c>dw|pw)_conv\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: f"backbone.extra.{_EXTRA[m['os']]}.{m['c']}.{m['m']}.{m['t']}",
+        ),
+        (r"extra_layers\.os_-1\.1\.block\.conv\.weight", "backbone.pool.conv.weight"),
+        (
+            r"ssd_heads\.(?P<i>\d+)\.proj_layer\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            r"head.levels.\g<i>.proj.\g<m>.\g<t>",
+        ),
+        (
+            r"ssd_heads\.(?P<i>\d+)\.loc_cls_layer\.dw_conv\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            r"head.levels.\g<i>.predict.dw.\g<m>.\g<t>",
+        ),
+        (
+            r"ssd_heads\.(?P<i>\d+)\.loc_cls_layer\.pw_conv\.block\.conv\.(?P<t>weight|bias)",
+            r"head.levels.\g<i>.predict.pw.\g<t>",
+        ),
+        (
+            r"ssd_heads\.(?P<i>\d+)\.loc_cls_layer\.block\.conv\.(?P<t>weight|bias)",
+            r"head.levels.\g<i>.predict.\g<t>",
+        ),
+    ),
+)
+
+
 def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Any supported cvnets MobileViT checkpoint -> (ours, task)."""
     task = task_of(state_dict)
     if task == "classification":
         return BACKBONE_RULES.apply(state_dict), task
+    head_prefix = "seg_head." if task == "segmentation" else ("ssd_heads.", "extra_layers.")
+    head = {k: v for k, v in state_dict.items() if k.startswith(head_prefix)}
+    body = BACKBONE_RULES.apply({k: v for k, v in state_dict.items() if not k.startswith(head_prefix)})
     if task == "segmentation":
-        head = {k: v for k, v in state_dict.items() if k.startswith("seg_head.")}
-        body = {k: v for k, v in state_dict.items() if not k.startswith("seg_head.")}
-        return {**BACKBONE_RULES.apply(body), **SEG_HEAD_RULES.apply(head)}, task
-    from .common import ConversionError
-
-    raise ConversionError("cvnets SSD detection checkpoints are not supported yet (no detection model here)")
+        return {**body, **SEG_HEAD_RULES.apply(head)}, task
+    # detection: the backbone sits inside the feature pyramid, as backbone.body
+    body = {"backbone.body." + k.removeprefix("backbone."): v for k, v in body.items()}
+    return {**body, **DET_HEAD_RULES.apply(head)}, task

@@ -2,7 +2,7 @@
 
 from .folders import BadSample, DataError, ImageFolderDataset, collate_skip_bad
 from .sampler import MultiScaleBatchSampler, SampleKey
-from .synthetic import write_digits, write_shapes
+from .synthetic import write_digits, write_shapes, write_shapes_coco
 from .transforms import EvalTransform, TrainTransform
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "collate_skip_bad",
     "write_digits",
     "write_shapes",
+    "write_shapes_coco",
 ]

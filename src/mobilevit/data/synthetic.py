@@ -4,6 +4,10 @@
   split into train / val with a fixed stratified split.
 - ``shapes``: generated coloured shapes (ellipse, rectangle, triangle, star) on textured
   backgrounds, of random size, position and rotation.
+- ``shapes_voc``: several shapes an image with class masks, in PASCAL VOC segmentation layout.
+- ``shapes_coco``: several shapes an image (some images empty) with boxes, in COCO detection
+  format (``train/``, ``val/``, ``annotations/instances_{train,val}.json``), with small, medium
+  and large objects under COCO's area rules.
 
 Each writer leaves a ``.complete`` marker with its parameters and does nothing when a folder
 made with the same parameters exists.
@@ -27,6 +31,21 @@ def _up_to_date(root: Path, params: dict) -> bool:
     return marker.is_file() and json.loads(marker.read_text()) == params
 
 
+def _clear(root: Path) -> None:
+    """Remove an earlier built-in set (ours: it has the marker) before writing another one.
+
+    A non-empty folder without the marker was not written here: refuse rather than delete it.
+    """
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
+        from .folders import DataError
+
+        raise DataError(
+            f"{root} is not empty and was not written by mobilevit's built-in dataset writers; "
+            "refusing to overwrite it (choose an empty or new folder for the built-in data)"
+        )
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _finish(root: Path, params: dict) -> Path:
     (root / MARKER).write_text(json.dumps(params))
     return root
@@ -41,7 +60,7 @@ def write_digits(root: str | Path, size: int = 32, val_fraction: float = 0.2, se
     params = {"dataset": "digits", "size": size, "val_fraction": val_fraction, "seed": seed}
     if _up_to_date(root, params):
         return root
-    shutil.rmtree(root, ignore_errors=True)
+    _clear(root)
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # [1797, 8, 8]
     idx = np.arange(len(images))
@@ -115,7 +134,7 @@ def write_shapes(
     params = {"dataset": "shapes", "size": size, "train": train_per_class, "val": val_per_class, "seed": seed}
     if _up_to_date(root, params):
         return root
-    shutil.rmtree(root, ignore_errors=True)
+    _clear(root)
     rng = np.random.default_rng(seed)
     for split, n in (("train", train_per_class), ("val", val_per_class)):
         for kind in SHAPES:
@@ -155,7 +174,7 @@ def write_shapes_voc(
     }
     if _up_to_date(root, params):
         return root
-    shutil.rmtree(root, ignore_errors=True)
+    _clear(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -181,4 +200,102 @@ def write_shapes_voc(
             ids.append(sid)
         (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     (root / "classes.txt").write_text("\n".join(["background", *SHAPES]) + "\n")
+    return _finish(root, params)
+
+
+def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _place_shapes(
+    rng: np.random.Generator, size: int, n: int, max_iou: float = 0.2, tries: int = 10
+) -> list[tuple[int, list[tuple[float, float]], tuple[float, float, float, float]]]:
+    """Up to ``n`` shapes as (class index, polygon, xyxy box), no box overlapping another by IoU > max_iou.
+
+    Radii are log-uniform in [0.04, 0.3] * size: at 320 px that gives about 20% small, 55% medium
+    and 25% large boxes by COCO's area rules (< 32^2, < 96^2, above).
+    """
+    placed: list[tuple[int, list[tuple[float, float]], tuple[float, float, float, float]]] = []
+    for _ in range(n):
+        for _ in range(tries):
+            cls = int(rng.integers(len(SHAPES)))
+            r = size * math.exp(rng.uniform(math.log(0.04), math.log(0.3)))
+            cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+            pts = shape_polygon(SHAPES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            box = (max(0.0, min(xs)), max(0.0, min(ys)), min(float(size), max(xs)), min(float(size), max(ys)))
+            if all(_box_iou(box, other) <= max_iou for _, _, other in placed):
+                placed.append((cls, pts, box))
+                break
+    return placed
+
+
+def write_shapes_coco(
+    root: str | Path,
+    size: int = 320,
+    n_train: int = 400,
+    n_val: int = 100,
+    max_objects: int = 4,
+    empty_fraction: float = 0.1,
+    seed: int = 0,
+) -> Path:
+    """A generated detection set in COCO format: ``root/{train,val}/*.jpg`` and
+    ``root/annotations/instances_{train,val}.json`` with categories 1..4 named after SHAPES.
+
+    Each image holds 1..``max_objects`` shapes of random class, size, rotation and colour on a
+    textured background, except ``round(empty_fraction * n)`` images of each split, which hold
+    none. Boxes are the drawn polygons' vertex extents (xywh in COCO, ``area`` = w * h).
+    """
+    root = Path(root)
+    params = {
+        "dataset": "shapes_coco",
+        "size": size,
+        "train": n_train,
+        "val": n_val,
+        "objects": max_objects,
+        "empty": empty_fraction,
+        "seed": seed,
+    }
+    if _up_to_date(root, params):
+        return root
+    _clear(root)
+    (root / "annotations").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / split).mkdir()
+        empty = set(rng.choice(n, size=round(empty_fraction * n), replace=False).tolist())
+        images, annotations = [], []
+        for i in range(n):
+            image_id, file_name = i + 1, f"{split}_{i:05d}.jpg"
+            img = _texture(rng, size)
+            draw = ImageDraw.Draw(img)
+            shapes = [] if i in empty else _place_shapes(rng, size, int(rng.integers(1, max_objects + 1)))
+            for cls, pts, (x0, y0, x1, y1) in shapes:
+                colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+                draw.polygon(pts, fill=colour, outline=(0, 0, 0))
+                w, h = x1 - x0, y1 - y0
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": cls + 1,
+                        "bbox": [x0, y0, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+            img.filter(ImageFilter.GaussianBlur(0.5)).save(root / split / file_name, quality=95)
+            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        coco = {
+            "info": {"description": "mobilevit generated shapes (detection)", "version": "1.0"},
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     return _finish(root, params)

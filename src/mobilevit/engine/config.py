@@ -238,7 +238,71 @@ class SegTrainConfig:
     to_dict = TrainConfig.to_dict
 
 
-TASKS = {"classification": TrainConfig, "segmentation": SegTrainConfig}
+@dataclass
+class DetDataConfig:
+    dataset: str = "coco"  # coco (instances_*.json + image folders) | shapes (built-in, generated)
+    root: str = ""
+    train_images: str = "train2017"  # relative to root
+    train_annotations: str = "annotations/instances_train2017.json"
+    val_images: str = "val2017"
+    val_annotations: str = "annotations/instances_val2017.json"
+    image_size: int = 320  # training crops are resized to this square; the model resizes eval images
+    hflip: float = 0.5
+    photometric: float = 0.5  # probability of the SSD photometric distortion
+    iou_crop: bool = True  # SSD's random IoU crop
+    batch_size: int = 32  # per process
+    eval_batch_size: int = 16
+    num_workers: int = 4
+    builtin_size: int = 320
+    builtin_train: int = 400
+    builtin_val: int = 100
+
+    def validate(self) -> None:
+        if self.dataset not in ("coco", "shapes"):
+            raise ConfigError(f"data.dataset must be coco or shapes, got {self.dataset!r}")
+        if self.dataset == "coco" and not self.root:
+            raise ConfigError("data.root is required for data.dataset=coco")
+        for name in (
+            "image_size",
+            "batch_size",
+            "eval_batch_size",
+            "builtin_size",
+            "builtin_train",
+            "builtin_val",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.hflip <= 1 or not 0 <= self.photometric <= 1 or self.num_workers < 0:
+            raise ConfigError("data.hflip and data.photometric must be probabilities, data.num_workers >= 0")
+
+
+@dataclass
+class DetModelConfig(SegModelConfig):
+    name: str = "ssdlite_mobilevit_s"
+    num_classes: int = 81  # with the background: COCO's 80 + 1
+    ssd: dict[str, Any] = field(default_factory=dict)  # SSDLiteConfig fields (image_size: data.image_size)
+
+
+@dataclass
+class DetOptimConfig(SegOptimConfig):
+    epochs: int = 200
+    head_lr_mult: float = 1.0
+
+
+@dataclass
+class DetTrainConfig:
+    task: str = "detection"
+    data: DetDataConfig = field(default_factory=DetDataConfig)
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    optim: DetOptimConfig = field(default_factory=DetOptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/detection"))
+
+    validate = TrainConfig.validate
+    to_dict = TrainConfig.to_dict
+
+
+TASKS = {"classification": TrainConfig, "segmentation": SegTrainConfig, "detection": DetTrainConfig}
 
 
 def _accepted(cls: type) -> list[str]:
@@ -319,7 +383,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML recipe at ``path``, then ``overrides``; validated.
 
     The recipe's (or an override's) ``task`` picks the config class: classification
-    (:class:`TrainConfig`, the default) or segmentation (:class:`SegTrainConfig`).
+    (:class:`TrainConfig`, the default), segmentation (:class:`SegTrainConfig`) or detection
+    (:class:`DetTrainConfig`).
     """
     data: dict[str, Any] = {}
     if path is not None:

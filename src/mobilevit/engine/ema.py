@@ -6,7 +6,7 @@ The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` w
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -58,10 +58,12 @@ def recalibrated_copy(
     num_batches: int,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
+    forward: Callable[[nn.Module, torch.Tensor], Any] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``num_batches`` inputs
     ("precise BN"). Used for the EMA model of short runs, where the average of BN statistics no
-    longer matches the averaged weights. The global RNG (dropout) is left untouched."""
+    longer matches the averaged weights. The global RNG (dropout) is left untouched.
+    ``forward(model, x)`` runs a batch (default ``model(x)``; a detector runs its raw head)."""
     model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -72,5 +74,6 @@ def recalibrated_copy(
         for i, x in enumerate(batches):
             if i >= num_batches:
                 break
-            model(x.to(device, memory_format=memory_format))
+            x = x.to(device, memory_format=memory_format)
+            model(x) if forward is None else forward(model, x)
     return model.eval()

@@ -1,12 +1,17 @@
-"""Top-k accuracy, per-epoch metric files (CSV + JSONL, TensorBoard when installed) and curves."""
+"""Top-k accuracy, COCO mAP (pycocotools), mIoU, per-epoch metric files (CSV + JSONL,
+TensorBoard when installed) and curves."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -92,7 +97,7 @@ def plot_curves(
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
-    names = {"top1": "top-1", "miou": "mIoU"}
+    names = {"top1": "top-1", "miou": "mIoU", "map": "mAP@[.5:.95]"}
     plot(
         ax2,
         (
@@ -104,7 +109,8 @@ def plot_curves(
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy" if metric == "top1" else names[metric])
     ax2.set_ylim(0, 1)
-    ax2.legend()
+    if ax2.get_legend_handles_labels()[0]:  # nothing to show before the first evaluation
+        ax2.legend()
     ax1.set_xticks(epochs if len(epochs) <= 20 else ax1.get_xticks())
     if title:
         fig.suptitle(title)
@@ -151,3 +157,113 @@ class ConfusionMatrix:
             "iou": [None if torch.isnan(v) else float(v) for v in iou],
             "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
         }
+
+
+# pycocotools' COCOeval.stats order, for the bbox summary with maxDets (1, 10, 100)
+COCO_STATS = {"map": 0, "map50": 1, "map75": 2, "map_small": 3, "map_medium": 4, "map_large": 5, "mar_100": 8}
+
+
+def _load_coco_gt(annotation_file: str | Path) -> Any:
+    """The ground truth as a pycocotools ``COCO``, with the optional fields COCOeval reads filled in.
+
+    ``info`` / ``licenses`` may be absent from a COCO file (some pycocotools versions copy
+    ``dataset['info']`` in ``loadRes``); ``area`` defaults to the box area, ``iscrowd`` to 0.
+    """
+    from pycocotools.coco import COCO
+
+    data = json.loads(Path(annotation_file).read_text())
+    data.setdefault("info", {})
+    data.setdefault("licenses", [])
+    for ann in data.get("annotations", []):
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+    gt = COCO()
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def _as_array(x: Any, width: int | None = None) -> np.ndarray:
+    """A tensor / array / list as a float64 numpy array ([N, width] when ``width`` is given)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+    a = np.asarray(x, dtype=np.float64)
+    return a.reshape(-1, width) if width else a.reshape(-1)  # [N, width] or [N]
+
+
+def detections_to_coco(
+    detections: list[dict[str, Any]], label_to_cat_id: Sequence[int] | Mapping[int, int]
+) -> list[dict[str, Any]]:
+    """Detections (xyxy boxes, contiguous labels) as COCO result entries (xywh, category ids).
+
+    ``label_to_cat_id`` is a mapping label -> COCO category id (``CocoDetection.label_to_cat_id``)
+    or the sequence of category ids of labels 1..K in order (``CocoDetection.cat_ids``).
+    """
+    mapping = (
+        dict(label_to_cat_id)
+        if isinstance(label_to_cat_id, Mapping)
+        else {i + 1: int(c) for i, c in enumerate(label_to_cat_id)}
+    )
+    results = []
+    for det in detections:
+        boxes, scores = _as_array(det["boxes"], 4), _as_array(det["scores"])
+        labels = _as_array(det["labels"]).astype(np.int64)
+        if not len(boxes) == len(scores) == len(labels):
+            raise ValueError(
+                f"image {det['image_id']}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
+        for (x0, y0, x1, y1), score, label in zip(boxes, scores, labels, strict=True):
+            if int(label) not in mapping:
+                raise ValueError(f"image {det['image_id']}: label {label} has no COCO category id")
+            results.append(
+                {
+                    "image_id": int(det["image_id"]),
+                    "category_id": int(mapping[int(label)]),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "score": float(score),
+                }
+            )
+    return results
+
+
+def coco_evaluate(
+    annotation_file: str | Path,
+    detections: list[dict[str, Any]],
+    label_to_cat_id: Sequence[int] | Mapping[int, int],
+) -> dict[str, Any]:
+    """COCO box mAP of ``detections`` against ``annotation_file``, computed by pycocotools' COCOeval.
+
+    ``detections`` holds one item per evaluated image: ``{"image_id", "boxes" [N, 4] xyxy in the
+    original pixels, "scores" [N], "labels" [N] contiguous 1..K}`` (tensors or arrays; N may be 0).
+    Only the images listed are evaluated. ``label_to_cat_id``: see :func:`detections_to_coco`.
+
+    Returns ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``map_small``, ``map_medium``,
+    ``map_large``, ``mar_100`` (AR with 100 detections an image) as floats, and ``summary``, the
+    table pycocotools prints. As in pycocotools, a size class with no ground truth among the
+    evaluated images scores -1. With no detections at all every figure is 0.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt = _load_coco_gt(annotation_file)
+    img_ids = list(dict.fromkeys(int(d["image_id"]) for d in detections))
+    unknown = sorted(set(img_ids) - set(gt.getImgIds()))
+    if unknown:
+        raise ValueError(f"{annotation_file}: detections for image ids not in the file: {unknown[:10]}")
+    results = detections_to_coco(detections, label_to_cat_id)
+    if not results:  # loadRes cannot take an empty list
+        return {**{k: 0.0 for k in COCO_STATS}, "summary": "no detections: every figure is 0\n"}
+    with contextlib.redirect_stdout(io.StringIO()):  # progress chatter
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.params.imgIds = img_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    return {
+        **{k: float(evaluator.stats[i]) for k, i in COCO_STATS.items()},
+        "summary": summary.getvalue(),
+    }

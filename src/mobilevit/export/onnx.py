@@ -41,7 +41,14 @@ def export_onnx(
     opset: int = 17,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Export ``model`` (BN folded) to ONNX and check it in onnxruntime; returns a report."""
+    """Export ``model`` (BN folded) to ONNX and check it in onnxruntime; returns a report.
+
+    Classifiers and segmenters export ``image -> output``; an SSDLite detector exports its
+    traceable core ``image -> (scores, boxes)`` (see :class:`~mobilevit.heads.ssdlite.SSDLiteForExport`),
+    at the size it was built for (its anchors are baked in).
+    """
+    from ..heads.ssdlite import SSDLite, SSDLiteForExport
+
     if dynamic_hw:
         raise ExportError(
             "dynamic height/width is refused: the PyTorch ONNX exporters either bake the traced sizes into "
@@ -59,8 +66,19 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fast = optimize_for_inference(model)
+    reference: nn.Module = model.eval()
+    output_names = ["output"]
+    if isinstance(model, SSDLite):
+        built = tuple(model.ssd_config.image_size)
+        if tuple(img_size) != built:
+            raise ExportError(
+                f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
+                f"export it at that size, not {img_size[0]}x{img_size[1]}"
+            )
+        fast, reference = SSDLiteForExport(fast).eval(), SSDLiteForExport(model).eval()
+        output_names = ["scores", "boxes"]
     x = torch.rand(2 if dynamic_batch else 1, 3, *img_size)
-    dynamic_axes = {"image": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    dynamic_axes = {n: {0: "batch"} for n in ["image", *output_names]} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         # the traced sizes are constants on purpose (fixed H x W); the tracer's warnings say just that
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -69,7 +87,7 @@ def export_onnx(
             (x,),
             str(path),
             input_names=["image"],
-            output_names=["output"],
+            output_names=output_names,
             opset_version=opset,
             dynamic_axes=dynamic_axes,
             dynamo=False,
@@ -80,9 +98,13 @@ def export_onnx(
     for b in batches:
         xb = torch.rand(b, 3, *img_size)
         with torch.no_grad():
-            ref = model.eval()(xb).numpy()
-        got = session.run(None, {"image": xb.numpy()})[0]
-        diff = float(np.abs(ref - got).max()) if ref.shape == got.shape else float("inf")
+            refs = reference(xb)
+        refs = refs if isinstance(refs, tuple) else (refs,)
+        gots = session.run(None, {"image": xb.numpy()})
+        diff = max(
+            float(np.abs(r.numpy() - g).max()) if r.shape == g.shape else float("inf")
+            for r, g in zip(refs, gots, strict=True)
+        )
         checks.append({"batch": b, "size": list(img_size), "max_abs_diff": diff})
         if not diff <= atol:
             path.unlink(missing_ok=True)
@@ -95,6 +117,7 @@ def export_onnx(
         "opset": opset,
         "img_size": list(img_size),
         "dynamic_batch": dynamic_batch,
+        "outputs": output_names,
         "checks": checks,
         "bytes": path.stat().st_size,
     }
