@@ -35,7 +35,9 @@ def main() -> None:
     best, classes = load_detector(trainer.out / "best.safetensors")
     final = trainer.evaluate(best.to(trainer.info.device))
     minutes = (time.perf_counter() - start) / 60
-    sample = trainer.val_ds.image_path(0)
+    # the first held-out image with three or more objects
+    index = next(i for i in range(len(trainer.val_ds)) if len(trainer.val_ds[i][1]["labels"]) >= 3)
+    sample = trainer.val_ds.image_path(index)
     (shown,) = predict_boxes(best, classes, [sample], trainer.out / "predictions", score_threshold=0.5)
     shutil.copy(shown["boxes_png"], REPO / "docs" / "detection_shapes_sample.png")
     shutil.copy(trainer.out / "curves.png", REPO / "docs" / "detection_shapes_curves.png")
@@ -59,7 +61,7 @@ def main() -> None:
         f"{final['map_medium']:.4f} / {final['map_large']:.4f}\n"
         f"- wall time, data generation + training + evaluation: **{minutes:.2f} min**\n\n"
         "pycocotools' summary:\n\n```\n"
-        + final["summary"].strip()
+        + final["summary"].strip("\n")
         + "\n```\n\n"
         + "\n".join(table)
         + "\n\n![curves](detection_shapes_curves.png)\n\nA held-out image, detections scoring 0.5 or more "

@@ -231,6 +231,10 @@ def test_write_shapes_coco(tmp_path):
     with_objects = {a["image_id"] for a in train["annotations"]}
     assert len(with_objects) < len(train["images"])  # some images are empty
     assert [c["name"] for c in train["categories"]] == ["ellipse", "rectangle", "triangle", "star"]
+    # drawn largest first, so no object hides behind a bigger one drawn after it
+    for image in train["images"]:
+        areas = [a["area"] for a in train["annotations"] if a["image_id"] == image["id"]]
+        assert areas == sorted(areas, reverse=True)
     again = write_shapes_coco(tmp_path / "b", size=64, n_train=6, n_val=3, seed=1)
     for split in ("train", "val"):
         name = f"annotations/instances_{split}.json"

@@ -214,7 +214,8 @@ def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float,
 def _place_shapes(
     rng: np.random.Generator, size: int, n: int, max_iou: float = 0.2, tries: int = 10
 ) -> list[tuple[int, list[tuple[float, float]], tuple[float, float, float, float]]]:
-    """Up to ``n`` shapes as (class index, polygon, xyxy box), no box overlapping another by IoU > max_iou.
+    """Up to ``n`` shapes as (class index, polygon, xyxy box), no box overlapping another by IoU > max_iou,
+    largest box first (the drawing order).
 
     Radii are log-uniform in [0.04, 0.3] * size: at 320 px that gives about 20% small, 55% medium
     and 25% large boxes by COCO's area rules (< 32^2, < 96^2, above).
@@ -231,7 +232,9 @@ def _place_shapes(
             if all(_box_iou(box, other) <= max_iou for _, _, other in placed):
                 placed.append((cls, pts, box))
                 break
-    return placed
+    # largest first: a shape drawn later is smaller, so none is hidden behind a bigger one (a small
+    # box inside a large one passes the IoU test, and would otherwise be an invisible ground truth)
+    return sorted(placed, key=lambda item: -(item[2][2] - item[2][0]) * (item[2][3] - item[2][1]))
 
 
 def write_shapes_coco(
