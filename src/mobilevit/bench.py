@@ -43,6 +43,8 @@ def count_flops(model: nn.Module, img_size: tuple[int, int] = (256, 256), batch:
 
 @dataclass
 class Latency:
+    """Per-pass wall time (ms) of ``batch`` images: median, 90th percentile, mean over ``runs`` passes."""
+
     batch: int
     p50_ms: float
     p90_ms: float
@@ -52,6 +54,10 @@ class Latency:
     @property
     def images_per_s(self) -> float:
         return 1000.0 * self.batch / self.p50_ms
+
+    @property
+    def ms_per_image(self) -> float:
+        return self.p50_ms / self.batch
 
 
 @torch.inference_mode()
@@ -74,7 +80,14 @@ def measure_latency(
         t0 = time.perf_counter()
         model(x)
         times.append((time.perf_counter() - t0) * 1000.0)
-    times.sort()
+    return summarize_times(times, batch)
+
+
+def summarize_times(times_ms: list[float], batch: int) -> Latency:
+    """Median, 90th percentile and mean of per-pass wall times (ms) at ``batch`` images per pass."""
+    if not times_ms:
+        raise ValueError("no timings to summarize")
+    times = sorted(times_ms)
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     return Latency(batch, statistics.median(times), p90, statistics.fmean(times), len(times))
 

@@ -1,0 +1,260 @@
+"""Inference latency side by side: ours, timm and transformers, every path, in one run (issue 6).
+
+For each model (default mobilevit_xxs, _xs, _s at 256x256, 2 threads) and batch size (1 and 32),
+every inference path is built with random weights and timed in alternating rounds (order
+rotated each round, so machine noise hits all alike): ours eager / optimized (BN folded) /
+optimized_cl (channels-last) / compiled (torch.compile) / onnxruntime, timm's eager /
+channels_last / compiled / onnxruntime, transformers' eager; bf16 autocast rows separately
+where the CPU has native bf16. Throughput is also given as a fraction of the machine's fp32
+matmul peak (torch.mm 2048x2048, measured at the start and the end of the run; the higher is used).
+
+Writes docs/benchmarks.md and prints, as its last line, a JSON object with
+``ratio_b1_vs_timm_eager`` (our optimized / timm eager, batch-1 time), ``ratio_b1_vs_timm_best``
+and ``ratio_b32_vs_timm_best`` (our fastest path / timm's fastest path; < 1 means ours is
+faster), ``peak_fraction_b32_s``, ``peak_gflops`` and the CPU; the int8 figures are null
+because no int8 path exists yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import torch
+from _common import print_json_last, write_doc
+
+import mobilevit
+from mobilevit.bench import count_flops, count_params, machine_info
+from mobilevit.bench_paths import (
+    PathResult,
+    best_row,
+    format_path_table,
+    peak_matmul_gflops,
+    run_side_by_side,
+)
+
+TIMM_FP32_PATHS = ("eager", "channels_last", "compiled", "onnxruntime")
+
+
+def short(name: str) -> str:
+    return name.removeprefix("mobilevit_")
+
+
+def _fmt(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def _row(rows: list[PathResult], model: str, owner: str, path: str, batch: int) -> PathResult | None:
+    return next((r for r in rows if (r.model, r.owner, r.path, r.batch) == (model, owner, path, batch)), None)
+
+
+def pivot_table(rows: list[PathResult], models: list[str], batch: int, precision: str = "fp32") -> str:
+    """Path rows x model columns at one batch size: ms (per pass at batch 1, per image above), images/s, % peak."""
+    ms_label = "p50 ms" if batch == 1 else "ms / image"
+    head = "| owner | path | " + " | ".join(
+        f"{short(m)} {ms_label} | {short(m)} images/s | {short(m)} % peak" for m in models
+    )
+    lines = [head + " |", "|---|---|" + "---:|---:|---:|" * len(models)]
+    keys = list(
+        dict.fromkeys((r.owner, r.path) for r in rows if r.batch == batch and r.precision == precision)
+    )
+    for owner, path in keys:
+        cells = []
+        for m in models:
+            r = _row(rows, m, owner, path, batch)
+            if r is None or r.skipped:
+                cells.append("skipped | | " if r is not None else "— | — | —")
+                continue
+            pct = None if r.peak_fraction is None else 100 * r.peak_fraction
+            cells.append(
+                f"{_fmt(r.ms_per_image, '.2f')} | {_fmt(r.images_per_s, '.1f')} | {_fmt(pct, '.1f')}"
+            )
+        lines.append(f"| {owner} | {path} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bf16_table(rows: list[PathResult], models: list[str]) -> str:
+    """bf16 rows with their speed-up over the same owner's fp32 path and their agreement with fp32."""
+    lines = [
+        "| model | owner | path | batch | ms / image | images/s | vs fp32 counterpart | top-1 agreement "
+        "| max rel logit diff |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.precision == "fp32" or r.model not in models or r.ms_per_image is None:
+            continue
+        fp32 = _row(rows, r.model, r.owner, r.path.removesuffix("_bf16"), r.batch)
+        speedup = fp32.ms_per_image / r.ms_per_image if fp32 and fp32.ms_per_image else None
+        lines.append(
+            f"| {short(r.model)} | {r.owner} | {r.path} | {r.batch} | {r.ms_per_image:.2f} | {r.images_per_s:.1f} "
+            f"| {_fmt(speedup, '.2f')}x | {_fmt(r.top1_agreement, '.3f')} | {_fmt(r.max_rel_diff, '.2e')} |"
+        )
+    return "\n".join(lines)
+
+
+def setup_table(rows: list[PathResult]) -> str:
+    """Build time of the paths that need one (torch.compile, ONNX export + session), and skips."""
+    lines = ["| model | batch | owner | path | setup s | note |", "|---|---:|---|---|---:|---|"]
+    for r in rows:
+        if r.path in ("compiled", "onnxruntime") or r.skipped:
+            lines.append(
+                f"| {short(r.model)} | {r.batch} | {r.owner} | {r.path} | {r.setup_s:.1f} | {r.skipped or ''} |"
+            )
+    return "\n".join(lines)
+
+
+def ratio_vs_timm(
+    rows: list[PathResult], model: str, batch: int, ours_paths=None, timm_paths=None
+) -> float | None:
+    ours = best_row([r for r in rows if r.model == model], "mobilevit", batch, ours_paths)
+    timm = best_row([r for r in rows if r.model == model], "timm", batch, timm_paths)
+    if ours is None or timm is None:
+        return None
+    return round(ours.ms_per_image / timm.ms_per_image, 3)
+
+
+def figures(rows: list[PathResult], models: list[str], peak: float, info: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of the JSON line (null where a model or batch size was not run)."""
+    out: dict[str, Any] = {
+        "ratio_b1_vs_timm_eager": {
+            short(m): ratio_vs_timm(rows, m, 1, ("optimized",), ("eager",)) for m in models
+        },
+        "ratio_b1_vs_timm_best": {short(m): ratio_vs_timm(rows, m, 1, None, TIMM_FP32_PATHS) for m in models},
+        "ratio_b32_vs_timm_best": {
+            short(m): ratio_vs_timm(rows, m, 32, None, TIMM_FP32_PATHS) for m in models
+        },
+    }
+    out["best_paths"] = {}
+    for m in models:
+        rows_m = [r for r in rows if r.model == m]
+        for b in sorted({r.batch for r in rows_m}):
+            best = {o: best_row(rows_m, o, b) for o in ("mobilevit", "timm")}
+            out["best_paths"][f"{short(m)}_b{b}"] = {o: r.path if r else None for o, r in best.items()}
+    best_s = best_row([r for r in rows if r.model == "mobilevit_s"], "mobilevit", 32)
+    out["peak_fraction_b32_s"] = round(best_s.peak_fraction, 4) if best_s else None
+    out["ratio_int8_vs_fp32_b32_s"] = None
+    out["int8_top1_agreement_s"] = None
+    out["notes"] = "int8 is not implemented yet (no int8 inference path exists), so its figures are null"
+    out["peak_gflops"] = round(peak, 1)
+    out["cpu"] = info["cpu"]
+    out["threads"] = info["threads"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--img-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10, help="timed passes per path per round at batch 1")
+    p.add_argument("--iters-large", type=int, default=1, help="timed passes per path per round at batch > 1")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile paths")
+    p.add_argument(
+        "--no-transformers-large",
+        dest="transformers_large",
+        action="store_false",
+        help="time transformers' eager model at batch 1 only (its batch-32 passes take 5-20 s each, "
+        "about 4 of the full run's 18 minutes)",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 passes, 1 round")
+    args = p.parse_args()
+    if args.quick:
+        args.iters, args.iters_large, args.rounds = 2, 1, 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    t_start = time.perf_counter()
+    size = (args.img_size, args.img_size)
+    peak_start = peak_matmul_gflops()
+    print(f"fp32 matmul peak at start: {peak_start:.1f} GFLOP/s", flush=True)
+    flops, params, rows = {}, {}, []
+    for name in args.models:
+        model = mobilevit.create_model(name).eval()
+        flops[name], params[name] = count_flops(model, size), count_params(model)
+        for batch in args.batches:
+            t0 = time.perf_counter()
+            new = run_side_by_side(
+                name,
+                batch,
+                size,
+                iters=args.iters if batch == 1 else args.iters_large,
+                rounds=args.rounds,
+                flops_per_image=flops[name],
+                peak_gflops=peak_start,
+                compile=args.compile,
+                transformers=batch == 1 or args.transformers_large,
+            )
+            print(
+                f"\n{name} batch {batch} ({time.perf_counter() - t0:.0f} s)\n{format_path_table(new)}",
+                flush=True,
+            )
+            rows += new
+    peak_end = peak_matmul_gflops()
+    peak = max(peak_start, peak_end)
+    for r in rows:  # against the higher of the two peak measurements
+        if r.images_per_s is not None:
+            r.peak_fraction = flops[r.model] * r.images_per_s / (peak * 1e9)
+    seconds = time.perf_counter() - t_start
+    info = machine_info()
+    write_doc(
+        "benchmarks.md",
+        "Inference latency: every path, ours and the peers",
+        _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds),
+        "python " + " ".join(sys.argv),
+    )
+    out = figures(rows, args.models, peak, info)
+    out["seconds"] = round(seconds, 1)
+    out["compile_s"] = {
+        f"{short(r.model)}_b{r.batch}_{r.owner}": round(r.setup_s, 1)
+        for r in rows
+        if r.path == "compiled" and not r.skipped
+    }
+    print_json_last(out)
+
+
+def _doc_body(args, rows, params, flops, peaks: tuple[float, float], seconds: float) -> str:
+    import onnxruntime
+    import timm
+    import transformers
+
+    models = args.models
+    parts = [
+        f"Versions: mobilevit {mobilevit.__version__}, timm {timm.__version__}, transformers "
+        f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}. Random weights, fp32, "
+        f"{args.img_size}x{args.img_size}, torch.inference_mode. Each model and batch size: every path warmed up, "
+        f"then {args.rounds} alternating rounds (path order rotated each round) of {args.iters} timed passes at "
+        f"batch 1 and {args.iters_large} above; figures are medians over all passes. Whole run: {seconds / 60:.1f} min.",
+        f"Measured fp32 matmul peak (torch.mm 2048x2048, best of 10, {args.threads} threads): {peaks[0]:.1f} GFLOP/s "
+        f"at the start, {peaks[1]:.1f} at the end; '% peak' = network FLOPs x images/s / {max(peaks):.1f} GFLOP/s.",
+        "| model | params | GFLOPs / image |\n|---|---:|---:|\n"
+        + "\n".join(f"| {m} | {params[m]:,} | {flops[m] / 1e9:.3f} |" for m in models),
+        "Paths: `eager` = the model as built; ours `optimized` = `optimize_for_inference` (BN folded), "
+        "`optimized_cl` = the same in channels-last (weights and input); `compiled` = `torch.compile` (inductor, "
+        "weights frozen) of our optimized / timm's eager model; `onnxruntime` = the ONNX export (opset 17, fixed "
+        "shape) in onnxruntime, intra-op threads = torch threads, inter-op 1, all graph optimisations.",
+    ]
+    for b in args.batches:
+        what = "latency per pass" if b == 1 else "time per image (pass time / batch)"
+        parts.append(f"## Batch {b}: {what}, fp32\n\n" + pivot_table(rows, models, b))
+    if any(r.precision != "fp32" for r in rows):
+        parts.append(
+            "## bf16 (torch.autocast), not part of the fp32 comparison\n\n"
+            "Agreement with fp32 on 16+ random images (random weights make near-ties common, so top-1 "
+            "agreement is a lower bound of what trained weights give); max rel logit diff = max |bf16 - fp32| "
+            "/ max |fp32|. Ours and timm's models are initialised differently (different random logits), so "
+            "compare each bf16 row with its own fp32 row, not the two owners' agreement figures with each "
+            "other.\n\n" + bf16_table(rows, models)
+        )
+    parts.append(
+        "## Build time (torch.compile, ONNX export + session) and skipped paths\n\n" + setup_table(rows)
+    )
+    full = "\n\n".join(f"### {m}\n\n" + format_path_table([r for r in rows if r.model == m]) for m in models)
+    parts.append("## All figures (p90, agreement with the same owner's eager model)\n\n" + full)
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""Inference paths side by side: ours and the peers', timed in alternating rounds on one machine.
+
+A *path* is one way of running a model's forward pass: our eager model, our BN-folded copy
+(``optimize_for_inference``) in contiguous or channels-last memory, ``torch.compile`` of it,
+onnxruntime on its ONNX export, and the same for timm's model, plus transformers' eager model.
+Every model has random weights; nothing is downloaded.
+
+The paths of one model and batch size are measured together (:func:`measure_alternating`):
+round after round, each path runs ``iters`` timed passes, in an order rotated every round, so
+that machine noise (frequency changes, other processes) hits all paths alike. Throughput is
+also put against the machine's own fp32 matmul rate measured in the same run
+(:func:`peak_matmul_gflops`). bf16 (``torch.autocast``) paths are separate rows, never mixed
+into the fp32 comparison, and each states how far its logits are from fp32.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .bench import Latency, machine_info, summarize_times
+
+OWNERS = ("mobilevit", "timm", "transformers")
+BF16_EXTENSIONS = ("avx512_bf16", "amx_bf16")
+
+# transformers' MobileViTConfig for each paper variant (the defaults are mobilevit_s')
+HF_CONFIGS: dict[str, dict[str, Any]] = {
+    "mobilevit_xxs": dict(
+        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
+    ),
+    "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
+    "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
+}
+
+
+@dataclass
+class InferencePath:
+    """One way to run a model: ``fn`` maps an input batch (in ``memory_format``) to logits.
+
+    ``skipped`` holds the reason when the path could not be built here (e.g. torch.compile
+    without a C++ compiler); such a path has no ``fn`` and is reported, not timed.
+    ``setup_s`` is the time spent building it (export, session creation, compilation).
+    """
+
+    name: str
+    owner: str
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    memory_format: torch.memory_format = torch.contiguous_format
+    precision: str = "fp32"
+    setup_s: float = 0.0
+    skipped: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in this path's memory format."""
+        return x.contiguous(memory_format=self.memory_format)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fn is None:
+            raise RuntimeError(f"path {self.key} was skipped: {self.skipped}")
+        return self.fn(x)
+
+
+def bf16_supported() -> bool:
+    """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 rows are worth timing."""
+    return any(ext in machine_info()["extensions"] for ext in BF16_EXTENSIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# building paths
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _bf16_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    return run
+
+
+def _compiled_path(owner: str, model: nn.Module, x: torch.Tensor) -> InferencePath:
+    """``torch.compile`` (inductor, weights frozen as constants), compiled here by a first call on ``x``."""
+    t0 = time.perf_counter()
+    try:
+        compiled = torch.compile(model, dynamic=False)
+        with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
+            compiled(x)
+    except Exception as e:  # any backend failure (no C++ compiler, unsupported op) is a skip, not a crash
+        return InferencePath("compiled", owner, None, skipped=_first_line(e))
+    return InferencePath("compiled", owner, compiled, setup_s=time.perf_counter() - t0)
+
+
+def _ort_session(onnx_file: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_path(owner: str, export: Callable[[Path], None]) -> InferencePath:
+    """An onnxruntime session on the file ``export`` writes (to a temp dir, removed once loaded)."""
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
+            onnx_file = Path(tmp) / "model.onnx"
+            export(onnx_file)
+            session = _ort_session(onnx_file)
+    except ImportError as e:
+        return InferencePath("onnxruntime", owner, None, skipped=_first_line(e))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+    return InferencePath("onnxruntime", owner, run, setup_s=time.perf_counter() - t0)
+
+
+def _torch_onnx_export(model: nn.Module, x: torch.Tensor, onnx_file: Path, opset: int = 17) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about sizes baked in: fixed shapes on purpose
+        torch.onnx.export(
+            model,
+            (x,),
+            str(onnx_file),
+            input_names=["image"],
+            output_names=["output"],
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _our_paths(
+    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool
+) -> list[InferencePath]:
+    from .export import export_onnx, optimize_for_inference
+    from .registry import create_model
+
+    model = create_model(model_name).eval()
+    fast = optimize_for_inference(model)
+    fast_cl = optimize_for_inference(model, channels_last=True)
+    paths = [
+        InferencePath("eager", "mobilevit", model),
+        InferencePath("optimized", "mobilevit", fast),
+        InferencePath("optimized_cl", "mobilevit", fast_cl, memory_format=torch.channels_last),
+    ]
+    if compile:
+        paths.append(_compiled_path("mobilevit", fast, x))
+    if onnx:
+
+        def export(onnx_file: Path) -> None:  # BN folded and checked against eager in onnxruntime
+            export_onnx(model, onnx_file, img_size=(x.shape[-2], x.shape[-1]), batch=x.shape[0])
+
+        paths.append(_ort_path("mobilevit", export))
+    if bf16:
+        paths.append(InferencePath("optimized_bf16", "mobilevit", _bf16_fn(fast), precision="bf16"))
+    return paths
+
+
+def _timm_paths(
+    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool
+) -> list[InferencePath]:
+    try:
+        import timm
+    except ImportError:
+        return []
+    if not timm.is_model(model_name):
+        return []
+    model = timm.create_model(model_name, pretrained=False).eval()
+    model_cl = timm.create_model(model_name, pretrained=False).eval()
+    model_cl.load_state_dict(model.state_dict())
+    model_cl = model_cl.to(memory_format=torch.channels_last)
+    paths = [
+        InferencePath("eager", "timm", model),
+        InferencePath("channels_last", "timm", model_cl, memory_format=torch.channels_last),
+    ]
+    if compile:
+        paths.append(_compiled_path("timm", model, x))
+    if onnx:
+        paths.append(_ort_path("timm", lambda f: _torch_onnx_export(model, x, f)))
+    if bf16:
+        paths.append(InferencePath("eager_bf16", "timm", _bf16_fn(model), precision="bf16"))
+    return paths
+
+
+def _transformers_paths(model_name: str) -> list[InferencePath]:
+    if model_name not in HF_CONFIGS:
+        return []
+    try:
+        from transformers import MobileViTConfig, MobileViTForImageClassification
+    except ImportError:
+        return []
+    model = MobileViTForImageClassification(MobileViTConfig(num_labels=1000, **HF_CONFIGS[model_name])).eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values=x).logits
+
+    return [InferencePath("eager", "transformers", run)]
+
+
+def build_paths(
+    model_name: str,
+    batch: int,
+    img_size: int | tuple[int, int] = (256, 256),
+    peers: bool = True,
+    *,
+    compile: bool = True,
+    onnx: bool = True,
+    bf16: bool | None = None,
+    transformers: bool = True,
+) -> list[InferencePath]:
+    """Every inference path of ``model_name`` at ``batch`` x 3 x ``img_size``, ready to time.
+
+    Ours: ``eager``, ``optimized``, ``optimized_cl``, ``compiled``, ``onnxruntime``; with
+    ``peers`` (when installed) timm's ``eager``, ``channels_last``, ``compiled``, ``onnxruntime``
+    and transformers' ``eager`` (unless ``transformers`` is False). ``bf16`` (default: when the CPU has native bf16) adds
+    ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``. ONNX graphs and compiled code are
+    built for exactly this input shape; a compilation that fails is a skipped path, not an
+    error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
+    keeps every model within dynamo's recompilation limit).
+    """
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if len(size) != 2 or min(size) < 32:
+        raise ValueError(
+            f"image size must be one or two ints >= 32 (the network's output stride), got {img_size}"
+        )
+    if bf16 is None:
+        bf16 = bf16_supported()
+    if compile:
+        torch._dynamo.reset()
+    x = torch.rand(batch, 3, *size)
+    paths = _our_paths(model_name, x, compile, onnx, bf16)
+    if peers:
+        paths += _timm_paths(model_name, x, compile, onnx, bf16)
+        if transformers:
+            paths += _transformers_paths(model_name)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def measure_alternating(
+    paths: list[InferencePath], x: torch.Tensor, iters: int = 10, rounds: int = 5, warmup: int = 2
+) -> dict[str, Latency]:
+    """Per-pass latency of each (not skipped) path on ``x``, keyed by ``path.key``.
+
+    After ``warmup`` passes of every path, each of ``rounds`` rounds times ``iters`` passes of
+    every path, the order rotated by one each round; p50 / p90 are over all rounds' passes.
+    """
+    if iters < 1 or rounds < 1:
+        raise ValueError(f"iters and rounds must be >= 1, got {iters} and {rounds}")
+    active = [p for p in paths if p.fn is not None]
+    inputs = {p.key: p.prepare(x) for p in active}
+    times: dict[str, list[float]] = {p.key: [] for p in active}
+    with torch.inference_mode():
+        for p in active:
+            for _ in range(warmup):
+                p(inputs[p.key])
+        for r in range(rounds):
+            shift = r % max(1, len(active))
+            for p in active[shift:] + active[:shift]:
+                xp, samples = inputs[p.key], times[p.key]
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    p(xp)
+                    samples.append((time.perf_counter() - t0) * 1000.0)
+    return {key: summarize_times(samples, x.shape[0]) for key, samples in times.items()}
+
+
+def peak_matmul_gflops(threads: int | None = None, n: int = 2048, reps: int = 10) -> float:
+    """The machine's fp32 matmul rate: best of ``reps`` ``torch.mm`` of n x n matrices, in GFLOP/s.
+
+    Runs with ``threads`` torch threads (default: the current setting), after a warm-up of at
+    least 0.2 s so that the clock has settled.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
+        out = torch.empty(n, n)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.2:  # warm-up
+            torch.mm(a, b, out=out)
+        best = math.inf
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = min(best, time.perf_counter() - t0)
+        return 2.0 * n**3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_agreement(
+    paths: list[InferencePath], batch: int, img_size: tuple[int, int], images: int = 16, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Each path against its owner's fp32 ``eager`` path on ``images`` random images.
+
+    Returns, per path key: ``max_abs_diff`` and ``max_rel_diff`` of the logits (the latter
+    relative to the largest |logit| of the reference) and ``top1_agreement`` (the fraction of
+    images whose argmax class is the same).
+    """
+    g = torch.Generator().manual_seed(seed)
+    # inputs made outside inference mode, like the compiled paths' example input: an inference tensor
+    # would fail dynamo's guards and make it compile a second time
+    xs = [torch.rand(batch, 3, *img_size, generator=g) for _ in range(math.ceil(images / batch))]
+    refs = {p.owner: p for p in paths if p.name == "eager" and p.fn is not None}
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        for p in paths:
+            if p.fn is not None and p.owner in refs:
+                outputs[p.key] = torch.cat([p(p.prepare(x)).float() for x in xs])
+    result = {}
+    for key, out in outputs.items():
+        ref = outputs[refs[key.split("/", 1)[0]].key]
+        diff = float((out - ref).abs().max())
+        result[key] = {
+            "max_abs_diff": diff,
+            "max_rel_diff": diff / max(float(ref.abs().max()), 1e-12),
+            "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
+        }
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# one model at one batch size, end to end
+
+
+@dataclass
+class PathResult:
+    """One row of the side-by-side table: a path of one model at one batch size."""
+
+    model: str
+    owner: str
+    path: str
+    precision: str
+    batch: int
+    p50_ms: float | None
+    p90_ms: float | None
+    ms_per_image: float | None
+    images_per_s: float | None
+    peak_fraction: float | None
+    setup_s: float
+    skipped: str | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    top1_agreement: float | None = None
+
+
+def run_side_by_side(
+    model_name: str,
+    batch: int,
+    img_size: tuple[int, int],
+    *,
+    iters: int,
+    rounds: int,
+    flops_per_image: float,
+    peak_gflops: float,
+    peers: bool = True,
+    compile: bool = True,
+    onnx: bool = True,
+    bf16: bool | None = None,
+    transformers: bool = True,
+) -> list[PathResult]:
+    """Build, check and time every path of one model at one batch size; frees them afterwards.
+
+    ``peak_fraction`` is the useful work rate (``flops_per_image`` x images/s, with the network's
+    FLOPs counted once for every implementation) over the measured ``peak_gflops``.
+    """
+    paths = build_paths(
+        model_name, batch, img_size, peers, compile=compile, onnx=onnx, bf16=bf16, transformers=transformers
+    )
+    agreement = check_agreement(paths, batch, img_size)  # also the first warm-up pass of every path
+    x = torch.rand(batch, 3, *img_size)
+    latencies = measure_alternating(paths, x, iters=iters, rounds=rounds, warmup=1)
+    rows = []
+    for p in paths:
+        lat, agree = latencies.get(p.key), agreement.get(p.key, {})
+        rows.append(
+            PathResult(
+                model=model_name,
+                owner=p.owner,
+                path=p.name,
+                precision=p.precision,
+                batch=batch,
+                p50_ms=lat.p50_ms if lat else None,
+                p90_ms=lat.p90_ms if lat else None,
+                ms_per_image=lat.ms_per_image if lat else None,
+                images_per_s=lat.images_per_s if lat else None,
+                peak_fraction=flops_per_image * lat.images_per_s / (peak_gflops * 1e9) if lat else None,
+                setup_s=p.setup_s,
+                skipped=p.skipped,
+                **agree,
+            )
+        )
+    del paths
+    if compile:
+        torch._dynamo.reset()
+    gc.collect()
+    return rows
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def format_path_table(rows: list[PathResult]) -> str:
+    """Markdown: one line per path and batch size (fp32 rows first, then reduced precision)."""
+    head = (
+        "| owner | path | precision | batch | p50 ms | p90 ms | ms / image | images/s | % of fp32 peak "
+        "| top-1 agree | max rel diff | setup s |"
+    )
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ordered = sorted(rows, key=lambda r: (r.precision != "fp32", r.batch))
+    for r in ordered:
+        if r.skipped:
+            lines.append(f"| {r.owner} | {r.path} | {r.precision} | {r.batch} | skipped: {r.skipped} |||||||")
+            continue
+        lines.append(
+            f"| {r.owner} | {r.path} | {r.precision} | {r.batch} | {_num(r.p50_ms, '.2f')} | {_num(r.p90_ms, '.2f')} "
+            f"| {_num(r.ms_per_image, '.2f')} | {_num(r.images_per_s, '.1f')} "
+            f"| {_num(None if r.peak_fraction is None else 100 * r.peak_fraction, '.1f')} "
+            f"| {_num(r.top1_agreement, '.2f')} | {_num(r.max_rel_diff, '.1e')} | {r.setup_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def best_row(
+    rows: list[PathResult], owner: str, batch: int, names: tuple[str, ...] | None = None
+) -> PathResult | None:
+    """The fastest (lowest ms per image) timed fp32 row of ``owner`` at ``batch``, among ``names`` if given."""
+    candidates = [
+        r
+        for r in rows
+        if r.owner == owner
+        and r.batch == batch
+        and r.precision == "fp32"
+        and r.ms_per_image is not None
+        and (names is None or r.path in names)
+    ]
+    return min(candidates, key=lambda r: r.ms_per_image, default=None)
