@@ -81,3 +81,39 @@ def test_export_cli(tmp_path, capsys):
     assert "onnxruntime parity at batch 1, 200x168: max abs diff" in printed and out.is_file()
     assert main(["export", str(w), "--out", str(tmp_path / "x.onnx"), "--dynamic-hw"]) == 2
     assert "dynamic height/width is refused" in capsys.readouterr().err
+
+
+def test_coreml_conversion_classifier_and_detector(tmp_path, capsys):
+    """Conversion runs on Linux; running the model (and the parity check) needs macOS."""
+    ct = pytest.importorskip("coremltools")
+    import platform
+
+    from mobilevit.export.coreml import export_coreml
+
+    model = randomize(create_model("mobilevit_xxs", num_classes=3))
+    w = save_weights(
+        model.state_dict(),
+        tmp_path / "w.safetensors",
+        {"format": "mobilevit", "arch": "mobilevit_xxs", "num_classes": 3},
+    )
+    out = tmp_path / "xxs.mlpackage"
+    assert main(["export", str(w), "--format", "coreml", "--out", str(out), "--img-size", "160", "192"]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_dir() and f"wrote {out}" in printed
+    if platform.system() != "Darwin":
+        assert "skipped: running a Core ML model needs macOS" in printed
+    spec = ct.utils.load_spec(str(out))
+    (inp,) = spec.description.input
+    assert inp.name == "image" and list(inp.type.multiArrayType.shape) == [1, 3, 160, 192]
+    assert [o.name for o in spec.description.output] == ["output"]
+
+    det = create_model("ssdlite_mobilevit_xxs", num_classes=4, ssd={"image_size": (128, 128)}).eval()
+    report = export_coreml(det, tmp_path / "ssd.mlpackage", (128, 128))
+    assert report["outputs"] == ["scores", "boxes"]
+    spec = ct.utils.load_spec(report["path"])
+    assert [o.name for o in spec.description.output] == ["scores", "boxes"]
+
+    with pytest.raises(ExportError, match="flexible height/width is refused"):
+        export_coreml(model, tmp_path / "flex.mlpackage", dynamic_hw=True)
+    with pytest.raises(ExportError, match="folder ending in .mlpackage"):
+        export_coreml(model, tmp_path / "m.mlmodel", (160, 160))

@@ -293,6 +293,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
         size = (args.img_size[0], args.img_size[-1])
     else:  # a detector's own input size (its anchors depend on it), else 256
         size = tuple(getattr(getattr(model, "ssd_config", None), "image_size", (256, 256)))
+    if args.format == "coreml":
+        from .export.coreml import export_coreml
+
+        if args.dynamic_batch:
+            raise SystemExit("--dynamic-batch is for ONNX; a Core ML export takes a fixed batch (1)")
+        report = export_coreml(model, args.out, size, dynamic_hw=args.dynamic_hw)
+        check = report["check"]
+        shown = check if isinstance(check, str) else "max abs diff {:.2e}".format(check["max_abs_diff"])
+        print(f"Core ML parity: {shown}")
+        print(
+            f"wrote {report['path']} (ML program, {size[0]}x{size[1]}, outputs {', '.join(report['outputs'])})"
+        )
+        return 0
     report = export_onnx(
         model, args.out, size, dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw, opset=args.opset
     )
@@ -377,10 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=_cmd_convert)
 
-    s = sub.add_parser("export", help="export to ONNX, verified in onnxruntime against PyTorch")
+    s = sub.add_parser("export", help="export to ONNX (verified in onnxruntime against PyTorch) or Core ML")
     s.add_argument("weights", help="weights from train / convert (or a foreign checkpoint with --model)")
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
-    s.add_argument("--format", choices=["onnx"], default="onnx")
+    s.add_argument(
+        "--format", choices=["onnx", "coreml"], default="onnx", help="coreml: an .mlpackage folder"
+    )
     s.add_argument("--out", required=True)
     s.add_argument(
         "--img-size",

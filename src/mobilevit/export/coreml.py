@@ -1,0 +1,110 @@
+"""Core ML export (``coremltools``, ML program) of the BN-folded model.
+
+Conversion runs anywhere coremltools installs (Linux included); running the converted model needs
+macOS, so the parity check against eager PyTorch runs there and is reported as skipped elsewhere.
+The model is converted from a TorchScript trace at a fixed input size: a trace records MobileViT's
+unfold / fold reshapes with the traced sizes, so a model claiming flexible sizes would be wrong at
+the others (shared/REFERENCE.md, "Known traps"), and that is refused like dynamic ONNX sizes.
+Unfold / fold stay at rank <= 4, within Core ML's rank-5 limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fast import optimize_for_inference
+from .onnx import ExportError, _check_size
+
+log = logging.getLogger(__name__)
+
+
+def export_coreml(
+    model: nn.Module,
+    path: str | Path,
+    img_size: tuple[int, int] = (256, 256),
+    batch: int = 1,
+    dynamic_hw: bool = False,
+    atol: float = 1e-3,
+) -> dict[str, Any]:
+    """Convert ``model`` (BN folded) to a Core ML ``.mlpackage``; returns a report.
+
+    Classifiers and segmenters map ``image -> output``; an SSDLite detector exports its core
+    ``image -> (scores, boxes)`` at the size it was built for. On macOS the package is run once
+    and compared with eager PyTorch (``atol``; Core ML computes in fp16 on some units).
+    """
+    if dynamic_hw:
+        raise ExportError(
+            "flexible height/width is refused for Core ML: the traced unfold/fold reshapes keep the traced "
+            "sizes, so the model would be wrong at other sizes. Export one model per input size (--img-size H W)."
+        )
+    _check_size(model, img_size)
+    if Path(path).suffix != ".mlpackage":
+        raise ExportError(f"a Core ML ML program is a folder ending in .mlpackage, got {path}")
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    try:
+        import coremltools as ct
+    except ImportError as e:
+        raise ExportError("Core ML export needs coremltools: pip install 'mobilevit[export]'") from e
+    from ..heads.ssdlite import SSDLite, SSDLiteForExport
+
+    fast: nn.Module = optimize_for_inference(model)
+    reference: nn.Module = model.eval()
+    outputs = ["output"]
+    if isinstance(model, SSDLite):
+        built = tuple(model.ssd_config.image_size)
+        if tuple(img_size) != built:
+            raise ExportError(
+                f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
+                f"export it at that size, not {img_size[0]}x{img_size[1]}"
+            )
+        fast, reference = SSDLiteForExport(fast).eval(), SSDLiteForExport(model).eval()
+        outputs = ["scores", "boxes"]
+    x = torch.rand(batch, 3, *img_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings: the sizes are constants on purpose
+        traced = torch.jit.trace(fast, x)
+        mlmodel = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name="image", shape=tuple(x.shape))],
+            outputs=[ct.TensorType(name=n) for n in outputs],
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS16,
+        )
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mlmodel.save(str(path))
+    report: dict[str, Any] = {
+        "path": str(path),
+        "format": "coreml",
+        "img_size": list(img_size),
+        "batch": batch,
+        "outputs": outputs,
+        "check": None,
+    }
+    if platform.system() != "Darwin":
+        report["check"] = "skipped: running a Core ML model needs macOS"
+        return report
+    with torch.no_grad():
+        refs = reference(x)
+    refs = refs if isinstance(refs, tuple) else (refs,)
+    got = mlmodel.predict({"image": x.numpy()})
+    diff = max(float(np.abs(r.numpy() - got[n]).max()) for r, n in zip(refs, outputs, strict=True))
+    report["check"] = {"max_abs_diff": diff}
+    if not diff <= atol:
+        shutil.rmtree(path, ignore_errors=True)
+        raise ExportError(
+            f"Core ML disagrees with PyTorch: max abs diff {diff:.3g} > {atol:g}; the export was deleted"
+        )
+    return report
