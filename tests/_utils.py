@@ -8,18 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilevit.bench_paths import HF_CONFIGS  # transformers configs of the three variants (one copy)
+
+__all__ = ["FIXTURES", "HF_CONFIGS", "REPO", "VARIANTS", "max_diff", "randomize"]
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MOBILEVIT_FIXTURES", REPO.parent / "shared" / "fixtures" / "cvnets"))
 VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
-
-# transformers MobileViTConfig arguments of the three released models
-HF_CONFIGS = {
-    "mobilevit_xxs": dict(
-        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
-    ),
-    "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
-    "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
-}
 
 
 @torch.no_grad()
