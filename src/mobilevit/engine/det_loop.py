@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..data.coco import CocoDetection, DetEvalTransform, DetTrainTransform, collate_detection
 from ..data.synthetic import write_shapes_coco
@@ -76,35 +75,7 @@ class DetTrainer(HeadTrainer):
                 f"the built-in shapes set has {len(self.classes)} classes with the background; "
                 f"set model.num_classes={len(self.classes)}"
             )
-        if len(self.train_ds) < d.batch_size * self.info.world_size:
-            raise TrainingError(
-                f"{len(self.train_ds)} training images cannot fill one batch of {d.batch_size} x "
-                f"{self.info.world_size} processes (the last incomplete batch is dropped for BatchNorm)"
-            )
-        if self.info.distributed:
-            self.train_sampler: Any = DistributedSampler(
-                self.train_ds, shuffle=True, seed=cfg.run.seed, drop_last=True
-            )
-            val_sampler: Any = DistributedSampler(self.val_ds, shuffle=False, drop_last=False)
-        else:
-            g = torch.Generator().manual_seed(cfg.run.seed)
-            self.train_sampler = RandomSampler(self.train_ds, generator=g)
-            val_sampler = SequentialSampler(self.val_ds)
-        self.train_loader = DataLoader(
-            self.train_ds,
-            batch_size=d.batch_size,
-            sampler=self.train_sampler,
-            num_workers=d.num_workers,
-            collate_fn=collate_detection,
-            drop_last=True,
-        )
-        self.val_loader = DataLoader(
-            self.val_ds,
-            batch_size=d.eval_batch_size,
-            sampler=val_sampler,
-            num_workers=d.num_workers,
-            collate_fn=collate_detection,
-        )
+        self.make_loaders(collate_detection, d.eval_batch_size)
 
     def ssd_settings(self) -> dict[str, Any]:
         size = self.cfg.data.image_size

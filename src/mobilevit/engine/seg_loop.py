@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..data.synthetic import SHAPES, write_shapes_voc
 from ..data.voc import (
@@ -70,37 +69,7 @@ class SegTrainer(HeadTrainer):
             self.root, d.val_split, SegEvalTransform(d.eval_size), k, d.on_bad_sample, names or None
         )
         self.classes = self.train_ds.classes
-        if len(self.train_ds) < d.batch_size * self.info.world_size:
-            raise TrainingError(
-                f"{len(self.train_ds)} training images cannot fill one batch of {d.batch_size} x {self.info.world_size} "
-                "processes (the last incomplete batch is dropped: BatchNorm cannot train on one sample)"
-            )
-        if self.info.distributed:
-            self.train_sampler: Any = DistributedSampler(
-                self.train_ds, shuffle=True, seed=cfg.run.seed, drop_last=True
-            )
-            val_sampler: Any = DistributedSampler(self.val_ds, shuffle=False, drop_last=False)
-        else:
-            g = torch.Generator().manual_seed(cfg.run.seed)
-            self.train_sampler, val_sampler = (
-                RandomSampler(self.train_ds, generator=g),
-                SequentialSampler(self.val_ds),
-            )
-        self.train_loader = DataLoader(
-            self.train_ds,
-            batch_size=d.batch_size,
-            sampler=self.train_sampler,
-            num_workers=d.num_workers,
-            collate_fn=collate_segmentation,
-            drop_last=True,
-        )
-        self.val_loader = DataLoader(
-            self.val_ds,
-            batch_size=1,
-            sampler=val_sampler,
-            num_workers=d.num_workers,
-            collate_fn=collate_segmentation,
-        )
+        self.make_loaders(collate_segmentation, val_batch_size=1)  # eval runs image by image
         self.criterion = nn.CrossEntropyLoss(
             ignore_index=IGNORE_INDEX, label_smoothing=cfg.optim.label_smoothing
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..registry import create_model
 from ..serialization import save_weights
@@ -116,6 +116,40 @@ class HeadTrainer:
 
     def report_lines(self) -> list[str]:
         return []
+
+    def make_loaders(self, collate_fn: Any, val_batch_size: int) -> None:
+        """Samplers and loaders over ``train_ds`` / ``val_ds`` (DDP-aware, seeded; training drops
+        the last incomplete batch: BatchNorm cannot train on one sample)."""
+        d, info = self.cfg.data, self.info
+        if len(self.train_ds) < d.batch_size * info.world_size:
+            raise TrainingError(
+                f"{len(self.train_ds)} training images cannot fill one batch of {d.batch_size} x {info.world_size} "
+                "processes (the last incomplete batch is dropped: BatchNorm cannot train on one sample)"
+            )
+        if info.distributed:
+            self.train_sampler: Any = DistributedSampler(
+                self.train_ds, shuffle=True, seed=self.cfg.run.seed, drop_last=True
+            )
+            val_sampler: Any = DistributedSampler(self.val_ds, shuffle=False, drop_last=False)
+        else:
+            g = torch.Generator().manual_seed(self.cfg.run.seed)
+            self.train_sampler = RandomSampler(self.train_ds, generator=g)
+            val_sampler = SequentialSampler(self.val_ds)
+        self.train_loader = DataLoader(
+            self.train_ds,
+            batch_size=d.batch_size,
+            sampler=self.train_sampler,
+            num_workers=d.num_workers,
+            collate_fn=collate_fn,
+            drop_last=True,
+        )
+        self.val_loader = DataLoader(
+            self.val_ds,
+            batch_size=val_batch_size,
+            sampler=val_sampler,
+            num_workers=d.num_workers,
+            collate_fn=collate_fn,
+        )
 
     # ------------------------------------------------------------------ the loop
     def autocast(self):

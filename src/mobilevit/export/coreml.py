@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fast import optimize_for_inference
-from .onnx import ExportError, _check_size
+from .onnx import ExportError, _check_size, export_core
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +54,7 @@ def export_coreml(
         import coremltools as ct
     except ImportError as e:
         raise ExportError("Core ML export needs coremltools: pip install 'mobilevit[export]'") from e
-    from ..heads.ssdlite import SSDLite, SSDLiteForExport
-
-    fast: nn.Module = optimize_for_inference(model)
-    reference: nn.Module = model.eval()
-    outputs = ["output"]
-    if isinstance(model, SSDLite):
-        built = tuple(model.ssd_config.image_size)
-        if tuple(img_size) != built:
-            raise ExportError(
-                f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
-                f"export it at that size, not {img_size[0]}x{img_size[1]}"
-            )
-        fast, reference = SSDLiteForExport(fast).eval(), SSDLiteForExport(model).eval()
-        outputs = ["scores", "boxes"]
+    fast, reference, outputs = export_core(model)
     x = torch.rand(batch, 3, *img_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings: the sizes are constants on purpose

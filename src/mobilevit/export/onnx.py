@@ -28,8 +28,29 @@ class ExportError(RuntimeError):
 
 
 def _check_size(model: nn.Module, img_size: tuple[int, int]) -> None:
+    """An export size the model can take: >= 32 px, and a detector's own size (its anchors depend on it)."""
     if len(img_size) != 2 or min(img_size) < 32:
         raise ExportError(f"image size must be two ints >= 32 (the network's output stride), got {img_size}")
+    built = getattr(getattr(model, "ssd_config", None), "image_size", None)
+    if built is not None and tuple(img_size) != tuple(built):
+        raise ExportError(
+            f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
+            f"export it at that size, not {img_size[0]}x{img_size[1]}"
+        )
+
+
+def export_core(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
+    """What an export traces: ``(BN-folded module, eager reference, output names)``.
+
+    Classifiers and segmenters map ``image -> output``; an SSDLite detector its core
+    ``image -> (scores, boxes)`` (:class:`~mobilevit.heads.ssdlite.SSDLiteForExport`).
+    """
+    from ..heads.ssdlite import SSDLite, SSDLiteForExport
+
+    fast = optimize_for_inference(model)
+    if isinstance(model, SSDLite):
+        return SSDLiteForExport(fast).eval(), SSDLiteForExport(model.eval()).eval(), ["scores", "boxes"]
+    return fast, model.eval(), ["output"]
 
 
 def export_onnx(
@@ -51,8 +72,6 @@ def export_onnx(
     traceable core ``image -> (scores, boxes)`` (see :class:`~mobilevit.heads.ssdlite.SSDLiteForExport`),
     at the size it was built for (its anchors are baked in).
     """
-    from ..heads.ssdlite import SSDLite, SSDLiteForExport
-
     if dynamic_hw:
         raise ExportError(
             "dynamic height/width is refused: the PyTorch ONNX exporters either bake the traced sizes into "
@@ -71,18 +90,7 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fast = optimize_for_inference(model)
-    reference: nn.Module = model.eval()
-    output_names = ["output"]
-    if isinstance(model, SSDLite):
-        built = tuple(model.ssd_config.image_size)
-        if tuple(img_size) != built:
-            raise ExportError(
-                f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
-                f"export it at that size, not {img_size[0]}x{img_size[1]}"
-            )
-        fast, reference = SSDLiteForExport(fast).eval(), SSDLiteForExport(model).eval()
-        output_names = ["scores", "boxes"]
+    fast, reference, output_names = export_core(model)
     x = torch.rand(2 if dynamic_batch else batch, 3, *img_size)
     dynamic_axes = {n: {0: "batch"} for n in ["image", *output_names]} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():

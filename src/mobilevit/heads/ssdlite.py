@@ -254,6 +254,7 @@ class SSDLite(SSD):
         )
         self.ssd_config = cfg
         self.config = features.body.config
+        self._grid_sizes: dict[tuple[int, int], list[torch.Size]] = {}
         self.num_classes = num_classes
         self.pretrained_cfg: dict | None = None
         # only the last conv of each predictor depends on the class count
@@ -279,14 +280,15 @@ class SSDLite(SSD):
     def anchors(self, image_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Anchors for ``image_size`` (default: the model's) as ``[A, 4]`` (cx, cy, w, h), normalised."""
         h, w = image_size or self.ssd_config.image_size
-        probe = torch.zeros(1, 3, h, w, device=next(self.parameters()).device)
-        was_training = self.training
-        self.eval()
-        try:
-            grids = [m.shape[-2:] for m in self.backbone(probe).values()]
-        finally:
-            self.train(was_training)
-        return self.anchor_generator._grid_default_boxes(grids, [h, w])
+        if (h, w) not in self._grid_sizes:  # the feature-map sizes depend only on the input size
+            probe = torch.zeros(1, 3, h, w, device=next(self.parameters()).device)
+            was_training = self.training
+            self.eval()
+            try:
+                self._grid_sizes[(h, w)] = [m.shape[-2:] for m in self.backbone(probe).values()]
+            finally:
+                self.train(was_training)
+        return self.anchor_generator._grid_default_boxes(self._grid_sizes[(h, w)], [h, w])
 
     def decode(
         self,
