@@ -11,19 +11,26 @@ matmul peak (torch.mm 2048x2048, measured at the start and the end of the run; t
 Writes docs/benchmarks.md and prints, as its last line, a JSON object with
 ``ratio_b1_vs_timm_eager`` (our optimized / timm eager, batch-1 time), ``ratio_b1_vs_timm_best``
 and ``ratio_b32_vs_timm_best`` (our fastest path / timm's fastest path; < 1 means ours is
-faster), ``peak_fraction_b32_s``, ``peak_gflops`` and the CPU; the int8 figures are null
-because no int8 path exists yet.
+faster), ``peak_fraction_b32_s``, ``peak_gflops``, the CPU, and the int8 figures:
+``ratio_int8_vs_fp32_b32_s`` (our int8 path, onnxruntime static quantization calibrated on the
+built-in digits and timed in the same alternating rounds, / our fastest fp32 path on S at batch
+32) and ``int8_top1_agreement_s``: int8 vs fp32 top-1 agreement on the 360 digits validation
+images of a MobileViT-S trained on the digits for ``--int8-train-epochs`` epochs here (random
+weights give near-constant logits, whose argmax no quantizer can keep; trained weights are what
+a user quantizes), at the recipe's 64 px.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from _common import print_json_last, write_doc
+from _common import REPO, print_json_last, write_doc
 
 import mobilevit
 from mobilevit.bench import count_flops, count_params, machine_info
@@ -75,8 +82,8 @@ def pivot_table(rows: list[PathResult], models: list[str], batch: int, precision
     return "\n".join(lines)
 
 
-def bf16_table(rows: list[PathResult], models: list[str]) -> str:
-    """bf16 rows with their speed-up over the same owner's fp32 path and their agreement with fp32."""
+def reduced_table(rows: list[PathResult], models: list[str]) -> str:
+    """bf16 / int8 rows with their speed-up over the same owner's fp32 path and their agreement with fp32."""
     lines = [
         "| model | owner | path | batch | ms / image | images/s | vs fp32 counterpart | top-1 agreement "
         "| max rel logit diff |",
@@ -85,7 +92,7 @@ def bf16_table(rows: list[PathResult], models: list[str]) -> str:
     for r in rows:
         if r.precision == "fp32" or r.model not in models or r.ms_per_image is None:
             continue
-        fp32 = _row(rows, r.model, r.owner, r.path.removesuffix("_bf16"), r.batch)
+        fp32 = _row(rows, r.model, r.owner, r.path.removesuffix("_bf16").removesuffix("_int8"), r.batch)
         speedup = fp32.ms_per_image / r.ms_per_image if fp32 and fp32.ms_per_image else None
         lines.append(
             f"| {short(r.model)} | {r.owner} | {r.path} | {r.batch} | {r.ms_per_image:.2f} | {r.images_per_s:.1f} "
@@ -134,9 +141,9 @@ def figures(rows: list[PathResult], models: list[str], peak: float, info: dict[s
             out["best_paths"][f"{short(m)}_b{b}"] = {o: r.path if r else None for o, r in best.items()}
     best_s = best_row([r for r in rows if r.model == "mobilevit_s"], "mobilevit", 32)
     out["peak_fraction_b32_s"] = round(best_s.peak_fraction, 4) if best_s else None
-    out["ratio_int8_vs_fp32_b32_s"] = None
-    out["int8_top1_agreement_s"] = None
-    out["notes"] = "int8 is not implemented yet (no int8 inference path exists), so its figures are null"
+    int8_s = _row(rows, "mobilevit_s", "mobilevit", "onnxruntime_int8", 32)
+    ok = int8_s is not None and int8_s.ms_per_image is not None and best_s is not None
+    out["ratio_int8_vs_fp32_b32_s"] = round(int8_s.ms_per_image / best_s.ms_per_image, 3) if ok else None
     out["peak_gflops"] = round(peak, 1)
     out["cpu"] = info["cpu"]
     out["threads"] = info["threads"]
@@ -159,6 +166,18 @@ def main() -> None:
         action="store_false",
         help="time transformers' eager model at batch 1 only (its batch-32 passes take 5-20 s each, "
         "about 4 of the full run's 18 minutes)",
+    )
+    p.add_argument(
+        "--int8-models",
+        nargs="*",
+        default=["mobilevit_s"],
+        help="models with an int8 row at batch > 1 (default mobilevit_s; none: no int8 figures)",
+    )
+    p.add_argument(
+        "--int8-train-epochs",
+        type=int,
+        default=3,
+        help="epochs of MobileViT-S on the digits for the int8 agreement figure (0: skip it)",
     )
     p.add_argument("--quick", action="store_true", help="smoke run: 2 passes, 1 round")
     args = p.parse_args()
@@ -186,12 +205,19 @@ def main() -> None:
                 peak_gflops=peak_start,
                 compile=args.compile,
                 transformers=batch == 1 or args.transformers_large,
+                int8=batch > 1 and name in args.int8_models,
             )
             print(
                 f"\n{name} batch {batch} ({time.perf_counter() - t0:.0f} s)\n{format_path_table(new)}",
                 flush=True,
             )
             rows += new
+    int8_check = None
+    if args.int8_train_epochs > 0 and "mobilevit_s" in args.int8_models:
+        t0 = time.perf_counter()
+        int8_check = trained_int8_check("mobilevit_s", args.int8_train_epochs, args.threads)
+        int8_check["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"\nint8 vs fp32, MobileViT-S trained on the digits: {int8_check}", flush=True)
     peak_end = peak_matmul_gflops()
     peak = max(peak_start, peak_end)
     for r in rows:  # against the higher of the two peak measurements
@@ -202,10 +228,12 @@ def main() -> None:
     write_doc(
         "benchmarks.md",
         "Inference latency: every path, ours and the peers",
-        _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds),
+        _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds, int8_check),
         "python " + " ".join(sys.argv),
     )
     out = figures(rows, args.models, peak, info)
+    out["int8_top1_agreement_s"] = int8_check["top1_agreement"] if int8_check else None
+    out["int8_check_s"] = int8_check
     out["seconds"] = round(seconds, 1)
     out["compile_s"] = {
         f"{short(r.model)}_b{r.batch}_{r.owner}": round(r.setup_s, 1)
@@ -215,7 +243,42 @@ def main() -> None:
     print_json_last(out)
 
 
-def _doc_body(args, rows, params, flops, peaks: tuple[float, float], seconds: float) -> str:
+def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, Any]:
+    """Train ``model_name`` on the digits (the demo recipe, ``epochs`` epochs), then compare its int8
+    ONNX export with the fp32 one on the 360 validation images at the recipe's 64 px."""
+    from mobilevit.engine.config import load_config
+    from mobilevit.engine.loop import train
+    from mobilevit.export import export_onnx
+    from mobilevit.export.int8 import compare_int8, load_int8_data, quantize_int8
+    from mobilevit.predict import load_classifier
+
+    with tempfile.TemporaryDirectory(prefix="mobilevit-int8-check-") as tmp:
+        cfg = load_config(
+            REPO / "configs" / "demo_digits.yaml",
+            [
+                f"model.name={model_name}",
+                f"optim.epochs={epochs}",
+                "optim.warmup_iters=20",
+                f"run.out_dir={tmp}/run",
+                f"run.threads={threads}",
+                "run.progress=false",
+            ],
+        )
+        train(cfg)
+        model, classes = load_classifier(Path(tmp) / "run" / "best.safetensors")
+        size = (cfg.data.img_size, cfg.data.img_size)
+        data = load_int8_data("digits", size, calib_images=64)
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model, fp32, img_size=size, batch=32)
+        quantize_int8(fp32, int8, data.calib)
+        r = compare_int8(fp32, int8, data, model_classes=classes, budget_s=4.0)
+    keys = ("top1_agreement", "fp32_top1", "int8_top1", "max_rel_logit_diff", "val_images", "calib_images")
+    return {"model": model_name, "epochs": epochs, "img_size": size[0], **{k: r[k] for k in keys}}
+
+
+def _doc_body(
+    args, rows, params, flops, peaks: tuple[float, float], seconds: float, int8_check: dict | None
+) -> str:
     import onnxruntime
     import timm
     import transformers
@@ -241,12 +304,24 @@ def _doc_body(args, rows, params, flops, peaks: tuple[float, float], seconds: fl
         parts.append(f"## Batch {b}: {what}, fp32\n\n" + pivot_table(rows, models, b))
     if any(r.precision != "fp32" for r in rows):
         parts.append(
-            "## bf16 (torch.autocast), not part of the fp32 comparison\n\n"
+            "## Reduced precision: bf16 (torch.autocast) and int8, not part of the fp32 comparison\n\n"
             "Agreement with fp32 on 16+ random images (random weights make near-ties common, so top-1 "
-            "agreement is a lower bound of what trained weights give); max rel logit diff = max |bf16 - fp32| "
+            "agreement is a lower bound of what trained weights give); max rel logit diff = max |reduced - fp32| "
             "/ max |fp32|. Ours and timm's models are initialised differently (different random logits), so "
-            "compare each bf16 row with its own fp32 row, not the two owners' agreement figures with each "
-            "other.\n\n" + bf16_table(rows, models)
+            "compare each row with its own fp32 row, not the two owners' agreement figures with each "
+            "other. `onnxruntime_int8` = our ONNX export after onnxruntime static quantization (QDQ, int8 "
+            "weights per channel, int8 activations calibrated on 64 digits images; LayerNorm left in fp32), "
+            "timed in the same alternating rounds; 'vs fp32 counterpart' is against our fp32 onnxruntime row."
+            "\n\n" + reduced_table(rows, models)
+        )
+    if int8_check:
+        c = int8_check
+        parts.append(
+            f"int8 with trained weights: {c['model']} trained here on the digits for {c['epochs']} epochs "
+            f"(demo recipe), exported at {c['img_size']} px, int8 vs fp32 on the {c['val_images']} validation "
+            f"images: top-1 agreement **{c['top1_agreement']:.4f}**, top-1 fp32 {c['fp32_top1']:.4f} / int8 "
+            f"{c['int8_top1']:.4f}, largest logit change {100 * c['max_rel_logit_diff']:.1f}% of the largest "
+            f"fp32 logit ({c['seconds']:.0f} s including the training)."
         )
     parts.append(
         "## Build time (torch.compile, ONNX export + session) and skipped paths\n\n" + setup_table(rows)

@@ -117,3 +117,11 @@ def test_build_paths_bad_input():
         build_paths("mobilevit_nope", 1, SIZE)
     with pytest.raises(ValueError, match="batch must be >= 1"):
         build_paths("mobilevit_xxs", 0, SIZE)
+
+
+def test_int8_path_is_its_own_precision():
+    got = build_paths("mobilevit_xxs", 2, SIZE, peers=False, compile=False, bf16=False, int8=True)
+    int8 = next(p for p in got if p.name == "onnxruntime_int8")
+    assert int8.precision == "int8" and int8.skipped is None
+    agreement = check_agreement(got, 2, SIZE)["mobilevit/onnxruntime_int8"]
+    assert 0.0 <= agreement["top1_agreement"] <= 1.0 and agreement["max_rel_diff"] < 1.0

@@ -149,8 +149,34 @@ def _torch_onnx_export(model: nn.Module, x: torch.Tensor, onnx_file: Path, opset
         )
 
 
+def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
+    """Our ONNX export quantized to int8 (:func:`~mobilevit.export.int8.quantize_int8`: onnxruntime
+    static QDQ), calibrated on 64 built-in digits training images at this input size."""
+    from .export import export_onnx
+    from .export.int8 import load_int8_data, quantize_int8
+
+    t0 = time.perf_counter()
+    size = (x.shape[-2], x.shape[-1])
+    try:
+        data = load_int8_data("digits", size, calib_images=64, max_val=1)
+        with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
+            fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            export_onnx(model, fp32, img_size=size, batch=x.shape[0])
+            quantize_int8(fp32, int8, data.calib)
+            session = _ort_session(int8)
+    except ImportError as e:
+        return InferencePath("onnxruntime_int8", "mobilevit", None, precision="int8", skipped=_first_line(e))
+
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"image": xb.numpy()})[0])
+
+    return InferencePath(
+        "onnxruntime_int8", "mobilevit", run, precision="int8", setup_s=time.perf_counter() - t0
+    )
+
+
 def _our_paths(
-    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool
+    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool, int8: bool = False
 ) -> list[InferencePath]:
     from .export import export_onnx, optimize_for_inference
     from .registry import create_model
@@ -173,6 +199,8 @@ def _our_paths(
         paths.append(_ort_path("mobilevit", export))
     if bf16:
         paths.append(InferencePath("optimized_bf16", "mobilevit", _bf16_fn(fast), precision="bf16"))
+    if int8:
+        paths.append(_int8_path(model, x))
     return paths
 
 
@@ -227,13 +255,15 @@ def build_paths(
     onnx: bool = True,
     bf16: bool | None = None,
     transformers: bool = True,
+    int8: bool = False,
 ) -> list[InferencePath]:
     """Every inference path of ``model_name`` at ``batch`` x 3 x ``img_size``, ready to time.
 
     Ours: ``eager``, ``optimized``, ``optimized_cl``, ``compiled``, ``onnxruntime``; with
     ``peers`` (when installed) timm's ``eager``, ``channels_last``, ``compiled``, ``onnxruntime``
     and transformers' ``eager`` (unless ``transformers`` is False). ``bf16`` (default: when the CPU has native bf16) adds
-    ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``. ONNX graphs and compiled code are
+    ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``; ``int8`` adds ``mobilevit/onnxruntime_int8``
+    (our export quantized by onnxruntime, calibrated on the built-in digits). ONNX graphs and compiled code are
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).
@@ -250,7 +280,7 @@ def build_paths(
     if compile:
         torch._dynamo.reset()
     x = torch.rand(batch, 3, *size)
-    paths = _our_paths(model_name, x, compile, onnx, bf16)
+    paths = _our_paths(model_name, x, compile, onnx, bf16, int8)
     if peers:
         paths += _timm_paths(model_name, x, compile, onnx, bf16)
         if transformers:
@@ -386,6 +416,7 @@ def run_side_by_side(
     onnx: bool = True,
     bf16: bool | None = None,
     transformers: bool = True,
+    int8: bool = False,
 ) -> list[PathResult]:
     """Build, check and time every path of one model at one batch size; frees them afterwards.
 
@@ -393,7 +424,15 @@ def run_side_by_side(
     FLOPs counted once for every implementation) over the measured ``peak_gflops``.
     """
     paths = build_paths(
-        model_name, batch, img_size, peers, compile=compile, onnx=onnx, bf16=bf16, transformers=transformers
+        model_name,
+        batch,
+        img_size,
+        peers,
+        compile=compile,
+        onnx=onnx,
+        bf16=bf16,
+        transformers=transformers,
+        int8=int8,
     )
     agreement = check_agreement(paths, batch, img_size)  # also the first warm-up pass of every path
     x = torch.rand(batch, 3, *img_size)

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -110,6 +111,7 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
                 compile=args.compile,
                 onnx=args.onnx,
                 bf16=None if args.bf16 else False,
+                int8=args.int8,
             )
         print(format_path_table(model_rows), flush=True)
         rows += model_rows
@@ -293,6 +295,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         size = (args.img_size[0], args.img_size[-1])
     else:  # a detector's own input size (its anchors depend on it), else 256
         size = tuple(getattr(getattr(model, "ssd_config", None), "image_size", (256, 256)))
+    if args.int8 and args.format != "onnx":
+        raise SystemExit("mobilevit export: error: --int8 is for ONNX (onnxruntime static quantization)")
     if args.format == "coreml":
         from .export.coreml import export_coreml
 
@@ -306,14 +310,76 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"wrote {report['path']} (ML program, {size[0]}x{size[1]}, outputs {', '.join(report['outputs'])})"
         )
         return 0
+    if args.int8:
+        return _export_int8(args, model, size)
     report = export_onnx(
-        model, args.out, size, dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw, opset=args.opset
+        model,
+        args.out,
+        size,
+        dynamic_batch=args.dynamic_batch,
+        dynamic_hw=args.dynamic_hw,
+        opset=args.opset,
+        batch=args.batch,
     )
     for c in report["checks"]:
         print(
             f"onnxruntime parity at batch {c['batch']}, {c['size'][0]}x{c['size'][1]}: max abs diff {c['max_abs_diff']:.2e}"
         )
     print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']})")
+    return 0
+
+
+def _export_int8(args: argparse.Namespace, model: Any, size: tuple[int, int]) -> int:
+    from .export import Int8NotFaster, export_int8
+
+    if args.dynamic_hw:
+        raise SystemExit(
+            "mobilevit export: error: --dynamic-hw is refused (see docs); --int8 takes a fixed size"
+        )
+    classes = None
+    if not args.model:  # weights trained here record their classes
+        from .predict import load_classifier
+
+        try:
+            classes = load_classifier(args.weights)[1]
+        except (ValueError, KeyError, RuntimeError):
+            classes = None
+    try:
+        r = export_int8(
+            model,
+            args.out,
+            size,
+            batch=args.batch,
+            dynamic_batch=args.dynamic_batch,
+            opset=args.opset,
+            data=args.int8_data,
+            calib_images=args.calib_images,
+            model_classes=classes,
+            keep_slower=args.int8_keep_slower,
+        )
+    except Int8NotFaster as e:
+        print(f"mobilevit export: {e}", file=sys.stderr)
+        return 3
+    acc = (
+        f"top-1 fp32 {r['fp32_top1']:.4f} / int8 {r['int8_top1']:.4f}"
+        if r["fp32_top1"] is not None
+        else r["accuracy_note"]
+    )
+    print(
+        f"int8 vs fp32 on {r['val_images']} {r['data']} validation images: top-1 agreement "
+        f"{r['top1_agreement']:.4f}, {acc}, largest logit change {100 * r['max_rel_logit_diff']:.1f}% "
+        "of the largest fp32 logit"
+    )
+    print(
+        f"time (onnxruntime, batch {r['timed_batch']}, {r['threads']} threads): int8 "
+        f"{r['int8_ms_per_image']:.2f} ms/image vs fp32 {r['fp32_ms_per_image']:.2f} "
+        f"({r['ratio_int8_vs_fp32']:.2f}x)"
+    )
+    if r["ratio_int8_vs_fp32"] >= 1.0:
+        print(
+            "warning: int8 is slower than fp32 here; written because of --int8-keep-slower", file=sys.stderr
+        )
+    print(f"wrote {r['path']} (int8, {r['bytes'] / 1e6:.1f} MB) and {r['fp32_path']} (fp32, verified)")
     return 0
 
 
@@ -339,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(eager, channels_last, compiled, onnxruntime) and transformers' (eager) - timed in alternating "
             "rounds (order rotated each round), fp32, random weights, with p50/p90 ms, images/s, ms per image "
             "and the fraction of the machine's fp32 matmul peak measured in the same run. On CPUs with bf16 "
-            "(AVX512-BF16 / AMX) bf16 autocast rows follow, with their agreement with fp32."
+            "(AVX512-BF16 / AMX) bf16 autocast rows follow, and with --int8 an int8 row, each with its agreement "
+            "with fp32."
         ),
     )
     s.add_argument("--models", nargs="+", default=list(VARIANTS))
@@ -370,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile paths")
     s.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime paths")
     s.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 rows")
+    s.add_argument(
+        "--int8",
+        action="store_true",
+        help="add our int8 row (onnxruntime static quantization, calibrated on the built-in digits)",
+    )
     s.set_defaults(fn=_cmd_bench)
 
     s = sub.add_parser("convert", help="convert timm / transformers / ml-cvnets weights to safetensors")
@@ -405,9 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="H [W]",
         help="input size (default: a detector's own, else 256)",
     )
+    s.add_argument("--batch", type=int, default=1, help="the fixed batch size of the export (default 1)")
     s.add_argument("--dynamic-batch", action="store_true")
     s.add_argument("--dynamic-hw", action="store_true", help="refused with an explanation (see docs)")
     s.add_argument("--opset", type=int, default=17)
+    s.add_argument(
+        "--int8",
+        action="store_true",
+        help="post-training int8 (onnxruntime static quantization, classifiers): written only if faster "
+        "than fp32 here, with its accuracy and time against fp32 printed and saved as <stem>.int8.json",
+    )
+    s.add_argument(
+        "--int8-data",
+        default="digits",
+        help="calibration + validation images: digits (default) or a folder with train/ and val/ class folders",
+    )
+    s.add_argument("--calib-images", type=int, default=64, help="calibration images (default 64)")
+    s.add_argument(
+        "--int8-keep-slower",
+        action="store_true",
+        help="write the int8 model even where it is slower than fp32 (e.g. for another device)",
+    )
     s.set_defaults(fn=_cmd_export)
 
     s = sub.add_parser("train", help="train or fine-tune a classifier with the paper's recipe")

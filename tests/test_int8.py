@@ -1,0 +1,137 @@
+"""int8 post-training quantization: written only where it is faster, with its accuracy and time."""
+
+import json
+
+import numpy as np
+import pytest
+from _utils import randomize
+
+pytest.importorskip("onnxruntime")
+
+from mobilevit import create_model  # noqa: E402
+from mobilevit.cli import main  # noqa: E402
+from mobilevit.data import write_digits  # noqa: E402
+from mobilevit.export import ExportError, Int8NotFaster, export_int8  # noqa: E402
+from mobilevit.export import int8 as int8_mod  # noqa: E402
+from mobilevit.export.int8 import _batches, load_int8_data  # noqa: E402
+from mobilevit.serialization import save_weights  # noqa: E402
+
+SIZE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits(tmp_path_factory.mktemp("digits"), size=32)
+
+
+@pytest.fixture
+def classifier():
+    return randomize(create_model("mobilevit_xxs", num_classes=10)).eval()
+
+
+def _fake_timing(fp32_ms, int8_ms):
+    def timing(fp32, int8, x, rounds, budget_s):
+        return {"fp32": fp32_ms, "int8": int8_ms}
+
+    return timing
+
+
+def test_load_int8_data(digits):
+    data = load_int8_data(digits, (48, 40), calib_images=10, max_val=30)
+    assert data.calib.shape == (10, 3, 48, 40) and data.val.shape == (30, 3, 48, 40)
+    assert data.calib.dtype == np.float32 and data.val.min() >= 0.0 and data.val.max() <= 1.0
+    assert data.classes == [str(i) for i in range(10)] and data.calib_split == "train"
+    assert data.labels.shape == (30,)
+
+
+def test_batches_pad_the_last_one():
+    x = np.arange(5, dtype=np.float32).reshape(5, 1)
+    got = _batches(x, 2)
+    assert [n for _, n in got] == [2, 2, 1]
+    assert got[-1][0].ravel().tolist() == [4.0, 4.0]
+
+
+def test_slower_int8_is_refused_with_the_numbers(tmp_path, digits, classifier, monkeypatch):
+    monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(1.0, 1.3))
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"an older model")  # must not survive under the new model's name
+    with pytest.raises(Int8NotFaster, match=r"1\.30 vs 1\.00 ms per image .*1\.30x.*was not written") as e:
+        export_int8(classifier, out, SIZE, data=digits, calib_images=8, max_val=40, budget_s=0.2)
+    assert not out.exists()
+    assert (tmp_path / "m.fp32.onnx").is_file()  # the verified fp32 export stays
+    report = json.loads((tmp_path / "m.int8.json").read_text())
+    assert report["written"] is False and report == e.value.report
+    assert report["ratio_int8_vs_fp32"] == pytest.approx(1.3)
+    assert 0.0 <= report["top1_agreement"] <= 1.0 and report["val_images"] == 40
+    assert not list(tmp_path.glob("mobilevit-int8-*"))  # no temporary folder left behind
+
+
+def test_faster_int8_is_written_and_runs(tmp_path, digits, classifier, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
+    monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(2.0, 1.0))
+    out = tmp_path / "m.onnx"
+    r = export_int8(classifier, out, SIZE, batch=4, data=digits, calib_images=8, max_val=40, budget_s=0.2)
+    assert r["written"] and out.is_file() and r["ratio_int8_vs_fp32"] == pytest.approx(0.5)
+    assert r["fp32_top1"] is not None and r["accuracy_note"] is None  # 10 classes on 10 digits
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    logits = session.run(None, {"image": np.random.rand(4, 3, *SIZE).astype(np.float32)})[0]
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def test_accuracy_needs_matching_classes(tmp_path, digits, monkeypatch):
+    monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(2.0, 1.0))
+    model = randomize(create_model("mobilevit_xxs", num_classes=7)).eval()
+    r = export_int8(model, tmp_path / "m.onnx", SIZE, data=digits, calib_images=8, max_val=20, budget_s=0.2)
+    assert r["fp32_top1"] is None and "7 classes" in r["accuracy_note"]
+    assert 0.0 <= r["top1_agreement"] <= 1.0
+
+
+def test_int8_bad_input(tmp_path, digits):
+    seg = create_model("deeplabv3_mobilevit_xxs").eval()
+    with pytest.raises(ExportError, match="quantizes classifiers"):
+        export_int8(seg, tmp_path / "s.onnx", SIZE, data=digits)
+    model = create_model("mobilevit_xxs", num_classes=10).eval()
+    (tmp_path / "nodata").mkdir()
+    with pytest.raises(ExportError, match="expected 'digits' or a folder with val/"):
+        export_int8(model, tmp_path / "m.onnx", SIZE, data=tmp_path / "nodata")
+    with pytest.raises(ExportError, match="at least one image"):
+        export_int8(model, tmp_path / "m.onnx", SIZE, data=digits, calib_images=0)
+    assert not list(tmp_path.glob("*.onnx"))  # refused before any export
+
+
+def test_int8_cli(tmp_path, capsys, classifier):
+    w = save_weights(
+        classifier.state_dict(),
+        tmp_path / "w.safetensors",
+        {"format": "mobilevit", "arch": "mobilevit_xxs", "num_classes": 10},
+    )
+    out = tmp_path / "m.onnx"
+    args = ["export", str(w), "--out", str(out), "--img-size", "64", "--int8", "--calib-images", "8"]
+    rc = main([*args, "--int8-keep-slower"])  # the real measurement, whichever way it goes
+    printed = capsys.readouterr()
+    assert rc == 0 and out.is_file(), printed.err
+    assert "int8 vs fp32 on 360 digits validation images: top-1 agreement" in printed.out
+    assert "time (onnxruntime, batch 1" in printed.out and "wrote" in printed.out
+    report = json.loads((tmp_path / "m.int8.json").read_text())
+    if report["ratio_int8_vs_fp32"] >= 1.0:
+        assert "int8 is slower than fp32 here" in printed.err
+
+
+def test_int8_cli_refusals(tmp_path, capsys, classifier, monkeypatch):
+    w = save_weights(
+        classifier.state_dict(),
+        tmp_path / "w.safetensors",
+        {"format": "mobilevit", "arch": "mobilevit_xxs", "num_classes": 10},
+    )
+    with pytest.raises(SystemExit, match="--int8 is for ONNX"):
+        main(["export", str(w), "--out", str(tmp_path / "m.mlpackage"), "--format", "coreml", "--int8"])
+    monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(1.0, 1.5))
+    rc = main(["export", str(w), "--out", str(tmp_path / "m.onnx"), "--img-size", "64", "--int8"])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "int8 is not faster than fp32 on this machine: 1.50 vs 1.00 ms per image" in err
+    assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.fp32.onnx").is_file()
