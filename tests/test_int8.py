@@ -41,7 +41,18 @@ def test_load_int8_data(digits):
     assert data.calib.shape == (10, 3, 48, 40) and data.val.shape == (30, 3, 48, 40)
     assert data.calib.dtype == np.float32 and data.val.min() >= 0.0 and data.val.max() <= 1.0
     assert data.classes == [str(i) for i in range(10)] and data.calib_split == "train"
-    assert data.labels.shape == (30,)
+    assert data.labels.shape == (30,) and len(set(data.labels.tolist())) > 1  # a sample of every class
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path, digits, caplog):
+    import shutil
+
+    root = shutil.copytree(digits, tmp_path / "d")
+    (root / "val" / "3" / "broken.png").write_bytes(b"not a png")
+    data = load_int8_data(root, SIZE, calib_images=4)
+    assert len(data.skipped) == 1 and "broken.png" in data.skipped[0]
+    assert len(data.val) == len(list((digits / "val").rglob("*.png")))  # every readable image kept
+    assert "skipping unreadable image" in caplog.text
 
 
 def test_batches_pad_the_last_one():

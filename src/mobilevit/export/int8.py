@@ -72,8 +72,9 @@ def load_int8_data(
     ``data`` is ``"digits"`` (scikit-learn's handwritten digits, written once under the cache
     folder) or a folder with ``val/`` (and ideally ``train/``) class folders. Calibration uses
     ``calib_images`` images drawn (seeded) from ``train/``, or from ``val/`` when there is none;
-    validation uses all of ``val/`` (or the first ``max_val``). Unreadable files are skipped and
-    listed in ``skipped``.
+    validation uses all of ``val/`` (or ``max_val`` of them, seeded). Class indices are those
+    training assigns (the sorted class folders of ``train/``). Unreadable files are skipped, logged
+    and listed in ``skipped``.
     """
     import torchvision.transforms.v2 as T
 
@@ -106,8 +107,8 @@ def load_int8_data(
         for i in indices:
             item = ds[i]
             if isinstance(item, BadSample):
-                log.warning("skipping unreadable image %s (%s)", item.path, item.reason)
-                skipped.append(f"{item.path}: {item.reason}")
+                log.warning("skipping unreadable image %s (%s)", item.path, item.error)
+                skipped.append(f"{item.path}: {item.error}")
                 continue
             images.append(item[0].numpy())
             labels.append(item[1])
@@ -115,19 +116,21 @@ def load_int8_data(
             raise ExportError(f"no readable images in {ds.root}")
         return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
 
-    try:
-        val_ds = ImageFolderDataset(root, "val", transform)
-        has_train = (root / "train").is_dir()
-        calib_ds = (
-            ImageFolderDataset(root, "train", transform, classes=val_ds.classes) if has_train else val_ds
+    has_train = (root / "train").is_dir()
+    try:  # class indices as training assigns them: the sorted folder names of train/
+        calib_ds = ImageFolderDataset(root, "train" if has_train else "val", transform)
+        val_ds = (
+            ImageFolderDataset(root, "val", transform, classes=calib_ds.classes) if has_train else calib_ds
         )
     except DataError as e:
         raise ExportError(f"int8 validation data: {e}") from e
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(len(calib_ds))[:calib_images].tolist())
-    n_val = len(val_ds) if max_val is None else min(max_val, len(val_ds))
+    val_idx = list(range(len(val_ds)))
+    if max_val is not None and max_val < len(val_ds):  # a seeded subset of every class, not the first ones
+        val_idx = sorted(rng.permutation(len(val_ds))[:max_val].tolist())
     calib, _ = stack(calib_ds, calib_idx)
-    val, labels = stack(val_ds, list(range(n_val)))
+    val, labels = stack(val_ds, val_idx)
     return Int8Data(
         calib, val, labels, list(val_ds.classes), str(data), "train" if has_train else "val", skipped
     )
