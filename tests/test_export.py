@@ -100,6 +100,12 @@ def test_coreml_conversion_classifier_and_detector(tmp_path, capsys):
     assert main(["export", str(w), "--format", "coreml", "--out", str(out), "--img-size", "160", "192"]) == 0
     printed = capsys.readouterr().out
     assert out.is_dir() and f"wrote {out}" in printed
+    for flags, shown in ((["--batch", "4"], "--batch 4"), (["--dynamic-batch"], "--dynamic-batch")):
+        with pytest.raises(
+            SystemExit, match=f"{shown} is for ONNX; a Core ML export takes a fixed batch of 1"
+        ):
+            main(["export", str(w), "--format", "coreml", "--out", str(tmp_path / "b.mlpackage"), *flags])
+    assert not (tmp_path / "b.mlpackage").exists()
     if platform.system() != "Darwin":
         assert "skipped: running a Core ML model needs macOS" in printed
     spec = ct.utils.load_spec(str(out))

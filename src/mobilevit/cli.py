@@ -290,18 +290,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
     from .predict import load_model_for_export
 
+    if args.int8 and args.format != "onnx":
+        raise SystemExit("mobilevit export: error: --int8 is for ONNX (onnxruntime static quantization)")
+    if args.format == "coreml" and (args.dynamic_batch or args.batch != 1):
+        flag = "--dynamic-batch" if args.dynamic_batch else f"--batch {args.batch}"
+        raise SystemExit(
+            f"mobilevit export: error: {flag} is for ONNX; a Core ML export takes a fixed batch of 1"
+        )
     model = load_model_for_export(args.weights, args.model)
     if args.img_size:
         size = (args.img_size[0], args.img_size[-1])
     else:  # a detector's own input size (its anchors depend on it), else 256
         size = tuple(getattr(getattr(model, "ssd_config", None), "image_size", (256, 256)))
-    if args.int8 and args.format != "onnx":
-        raise SystemExit("mobilevit export: error: --int8 is for ONNX (onnxruntime static quantization)")
     if args.format == "coreml":
         from .export.coreml import export_coreml
 
-        if args.dynamic_batch:
-            raise SystemExit("--dynamic-batch is for ONNX; a Core ML export takes a fixed batch (1)")
         report = export_coreml(model, args.out, size, dynamic_hw=args.dynamic_hw)
         check = report["check"]
         shown = check if isinstance(check, str) else "max abs diff {:.2e}".format(check["max_abs_diff"])
@@ -336,14 +339,10 @@ def _export_int8(args: argparse.Namespace, model: Any, size: tuple[int, int]) ->
         raise SystemExit(
             "mobilevit export: error: --dynamic-hw is refused (see docs); --int8 takes a fixed size"
         )
-    classes = None
-    if not args.model:  # weights trained here record their classes
-        from .predict import load_classifier
+    from .serialization import read_metadata
 
-        try:
-            classes = load_classifier(args.weights)[1]
-        except (ValueError, KeyError, RuntimeError):
-            classes = None
+    meta = read_metadata(args.weights)  # weights trained here record their classes
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
     try:
         r = export_int8(
             model,

@@ -55,6 +55,25 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return _unwrap(obj, path), {}
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header metadata of a weights file, without reading its tensors.
+
+    ``{}`` for torch pickles and folders without a safetensors file (they carry none).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
 def _looks_like_safetensors(head: bytes) -> bool:
     # 8-byte little-endian header length followed by '{'; the length is small and plausible.
     if len(head) < 8:
