@@ -2,8 +2,9 @@
 
 For each model (default mobilevit_xxs, _xs, _s at 256x256, 2 threads) and batch size (1 and 32),
 every inference path is built with random weights and timed in alternating rounds (order
-rotated each round, so machine noise hits all alike): ours eager / optimized (BN folded) /
-optimized_cl (channels-last) / compiled (torch.compile) / onnxruntime, timm's eager /
+rotated each round, so machine noise hits all alike): ours eager / optimized
+(optimize_for_inference: BN folded, channels-last) / optimized_nchw (the same, contiguous) /
+compiled (torch.compile) / onnxruntime, timm's eager /
 channels_last / compiled / onnxruntime, transformers' eager; bf16 autocast rows separately
 where the CPU has native bf16. Throughput is also given as a fraction of the machine's fp32
 matmul peak (torch.mm 2048x2048, measured at the start and the end of the run; the higher is used).
@@ -294,8 +295,9 @@ def _doc_body(
         f"at the start, {peaks[1]:.1f} at the end; '% peak' = network FLOPs x images/s / {max(peaks):.1f} GFLOP/s.",
         "| model | params | GFLOPs / image |\n|---|---:|---:|\n"
         + "\n".join(f"| {m} | {params[m]:,} | {flops[m] / 1e9:.3f} |" for m in models),
-        "Paths: `eager` = the model as built; ours `optimized` = `optimize_for_inference` (BN folded), "
-        "`optimized_cl` = the same in channels-last (weights and input); `compiled` = `torch.compile` (inductor, "
+        "Paths: `eager` = the model as built; ours `optimized` = `optimize_for_inference` (BN folded; channels-last "
+        "memory inside, the MobileViT blocks' unfold / fold one copy each; fed ordinary contiguous images), "
+        "`optimized_nchw` = the same kept in contiguous memory; `compiled` = `torch.compile` (inductor, "
         "weights frozen) of our optimized / timm's eager model; `onnxruntime` = the ONNX export (opset 17, fixed "
         "shape) in onnxruntime, intra-op threads = torch threads, inter-op 1, all graph optimisations.",
     ]

@@ -22,7 +22,7 @@ SIZE = (64, 64)
 FP32_PATHS = {
     "mobilevit/eager",
     "mobilevit/optimized",
-    "mobilevit/optimized_cl",
+    "mobilevit/optimized_nchw",
     "mobilevit/onnxruntime",
     "timm/eager",
     "timm/channels_last",
@@ -44,7 +44,6 @@ def test_build_paths_names(paths):
     assert {p.key for p in paths} == FP32_PATHS | BF16_PATHS
     assert all(p.skipped is None for p in paths)
     assert {p.key for p in paths if p.precision == "bf16"} == BF16_PATHS
-    assert next(p for p in paths if p.name == "optimized_cl").memory_format == torch.channels_last
 
 
 def test_every_fp32_path_equals_its_eager_model(paths):
@@ -92,7 +91,7 @@ def test_cli_side_by_side_json(capsys):
     payload = json.loads(out.strip().splitlines()[-1])
     assert payload["peak_gflops"] > 0 and payload["models"]["mobilevit_xxs"]["params"] == 1_272_024
     got = {(r["owner"], r["path"]) for r in payload["rows"]}
-    assert got == {("mobilevit", p) for p in ("eager", "optimized", "optimized_cl", "onnxruntime")}
+    assert got == {("mobilevit", p) for p in ("eager", "optimized", "optimized_nchw", "onnxruntime")}
     assert all(r["p50_ms"] > 0 and r["peak_fraction"] > 0 for r in payload["rows"])
     assert "| mobilevit | optimized |" in out
 

@@ -13,17 +13,24 @@ from mobilevit.serialization import save_weights
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s", "deeplabv3_mobilevit_xxs"])
 def test_optimized_path_equals_eager(name):
     model = randomize(create_model(name)).eval()
-    fast = optimize_for_inference(model)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
-    for size in ((256, 256), (250, 190)):
-        x = torch.rand(2, 3, *size)
+    for channels_last in (True, False):  # the default here is channels-last (oneDNN builds)
+        fast = optimize_for_inference(model, channels_last=channels_last)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+        for size in ((256, 256), (250, 190)):  # 250x190: the blocks resize to a patch multiple
+            x = torch.rand(2, 3, *size)
+            with torch.no_grad():
+                out, ref = fast(x), model(x)
+            assert max_diff(out, ref) <= 1e-4
+            assert out.is_contiguous()  # plain tensors in and out, whatever the layout inside
+        x = torch.rand(1, 3, 128, 160).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             assert max_diff(fast(x), model(x)) <= 1e-4
-    cl = optimize_for_inference(model, channels_last=True)
-    x = torch.rand(1, 3, 128, 160)
-    with torch.no_grad():
-        assert max_diff(cl(x.contiguous(memory_format=torch.channels_last)), model(x)) <= 1e-4
+    first_conv = next(m for m in optimize_for_inference(model).modules() if isinstance(m, torch.nn.Conv2d))
+    assert (
+        first_conv.weight.is_contiguous(memory_format=torch.channels_last)
+        == torch.backends.mkldnn.is_available()
+    )
 
 
 def test_fold_batchnorm_refuses_training_mode():

@@ -131,6 +131,11 @@ def test_unfold_fold_round_trip_and_token_layout(ph, pw):
     i, j, n_h, n_w = ph - 1, pw - 1, nh - 1, 1
     assert torch.equal(tokens[1 * ph * pw + i * pw + j, n_h * nw + n_w], x[1, :, n_h * ph + i, n_w * pw + j])
     assert torch.equal(fold_patches(tokens, b, ph, pw, nh, nw), x)
+    # the channels-last path: the same tokens from [B, H, W, C] memory, and back into it
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(unfold_patches(x_cl, ph, pw), tokens)
+    folded = fold_patches(tokens, b, ph, pw, nh, nw, channels_last=True)
+    assert torch.equal(folded, x) and folded.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_reset_classifier_and_num_classes_zero():

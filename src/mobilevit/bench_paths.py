@@ -1,7 +1,8 @@
 """Inference paths side by side: ours and the peers', timed in alternating rounds on one machine.
 
 A *path* is one way of running a model's forward pass: our eager model, our BN-folded copy
-(``optimize_for_inference``) in contiguous or channels-last memory, ``torch.compile`` of it,
+(``optimize_for_inference``: channels-last where oneDNN runs the convs, and the same in contiguous
+memory), ``torch.compile`` of it,
 onnxruntime on its ONNX export, and the same for timm's model, plus transformers' eager model.
 Every model has random weights; nothing is downloaded.
 
@@ -183,11 +184,11 @@ def _our_paths(
 
     model = create_model(model_name).eval()
     fast = optimize_for_inference(model)
-    fast_cl = optimize_for_inference(model, channels_last=True)
+    fast_nchw = optimize_for_inference(model, channels_last=False)
     paths = [
         InferencePath("eager", "mobilevit", model),
         InferencePath("optimized", "mobilevit", fast),
-        InferencePath("optimized_cl", "mobilevit", fast_cl, memory_format=torch.channels_last),
+        InferencePath("optimized_nchw", "mobilevit", fast_nchw),
     ]
     if compile:
         paths.append(_compiled_path("mobilevit", fast, x))
@@ -259,7 +260,7 @@ def build_paths(
 ) -> list[InferencePath]:
     """Every inference path of ``model_name`` at ``batch`` x 3 x ``img_size``, ready to time.
 
-    Ours: ``eager``, ``optimized``, ``optimized_cl``, ``compiled``, ``onnxruntime``; with
+    Ours: ``eager``, ``optimized``, ``optimized_nchw``, ``compiled``, ``onnxruntime``; with
     ``peers`` (when installed) timm's ``eager``, ``channels_last``, ``compiled``, ``onnxruntime``
     and transformers' ``eager`` (unless ``transformers`` is False). ``bf16`` (default: when the CPU has native bf16) adds
     ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``; ``int8`` adds ``mobilevit/onnxruntime_int8``

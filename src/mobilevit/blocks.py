@@ -85,25 +85,46 @@ class TransformerLayer(nn.Module):
         return x + self.drop2(self.mlp(self.norm2(x)))
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-d tensor laid out [B, H, W, C] in memory (and not also plain [B, C, H, W])."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def unfold_patches(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """[B, C, H, W] -> [B*P, N, C] with P = ph*pw pixel positions and N = (H/ph)*(W/pw) patches.
 
     Token ``[b*P + i*pw + j, n_h*nw + n_w]`` is pixel ``(n_h*ph + i, n_w*pw + j)`` of image b, the
-    layout of ml-cvnets. Every intermediate has rank <= 4 (CoreML's flexible shapes fail above
-    rank 5), and plain reshapes / transposes measured faster in training here than
-    pixel_unshuffle (about 10 ms per step less at MobileViT-S L3, batch 32).
+    layout of ml-cvnets (section 3.1 of the paper: unfold into P-pixel patches). For a contiguous
+    input every intermediate has rank <= 4 (CoreML's flexible shapes fail above rank 5), and plain
+    reshapes / transposes measured faster in training here than pixel_unshuffle (about 10 ms per
+    step less at MobileViT-S L3, batch 32). A channels-last input (memory [B, H, W, C], what
+    ``optimize_for_inference`` runs in) is unfolded with one copy instead of two.
     """
     b, c, h, w = x.shape
     nh, nw = h // ph, w // pw
+    if is_channels_last(x):
+        # memory [B, H, W, C] = [B, nh, ph, nw, pw, C] -> [B, ph, pw, nh, nw, C] -> [B*P, N, C]
+        x = x.permute(0, 2, 3, 1).reshape(b, nh, ph, nw, pw, c).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b * ph * pw, nh * nw, c)
     # [B, C, H, W] -> [B*C*nh, ph, nw, pw] -> [B*C*nh, nw, ph, pw]
     x = x.reshape(b * c * nh, ph, nw, pw).transpose(1, 2)
     # -> [B, C, N, P] -> [B, P, N, C] -> [B*P, N, C]
     return x.reshape(b, c, nh * nw, ph * pw).transpose(1, 3).reshape(b * ph * pw, nh * nw, c)
 
 
-def fold_patches(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw]."""
+def fold_patches(
+    x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int, channels_last: bool = False
+) -> torch.Tensor:
+    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw].
+
+    ``channels_last`` returns the map in channels-last memory (one copy, rank-6 permute) for the
+    channels-last inference path; the default keeps rank <= 4 for the exporters.
+    """
     c = x.shape[-1]
+    if channels_last:
+        # [B*P, N, C] -> [B, ph, pw, nh, nw, C] -> [B, nh, ph, nw, pw, C] = memory [B, H, W, C]
+        x = x.reshape(batch, ph, pw, nh, nw, c).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(batch, nh * ph, nw * pw, c).permute(0, 3, 1, 2)  # [B, C, H, W] view
     # [B*P, N, C] -> [B, P, N, C] -> [B, C, N, P] -> [B*C*nh, nw, ph, pw]
     x = x.reshape(batch, ph * pw, nh * nw, c).transpose(1, 3).reshape(batch * c * nh, nw, ph, pw)
     # -> [B*C*nh, ph, nw, pw] -> [B, C, H, W]
@@ -157,9 +178,10 @@ class MobileViTBlock(nn.Module):
         resized = (new_h, new_w) != (h, w)
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        channels_last = is_channels_last(y)
         tokens = unfold_patches(y, ph, pw)  # [B*P, N, d]
         tokens = self.norm(self.transformer(tokens))
-        y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw)  # [B, d, new_h, new_w]
+        y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw, channels_last)  # [B, d, new_h, new_w]
         if resized:
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
         y = self.conv_proj(y)

@@ -399,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="params, GFLOPs and latency of each model; --side-by-side compares inference paths and peers",
         description=(
             "Default: params, GFLOPs and eager batch-1 latency of each model (quick). With --side-by-side: for "
-            "each model and --batch size, every inference path - ours (eager, optimized = BN folded, "
-            "optimized_cl = channels-last, compiled = torch.compile, onnxruntime) and, with --peers, timm's "
+            "each model and --batch size, every inference path - ours (eager, optimized = optimize_for_inference: "
+            "BN folded, channels-last; optimized_nchw = the same in contiguous memory; compiled = torch.compile, "
+            "onnxruntime) and, with --peers, timm's "
             "(eager, channels_last, compiled, onnxruntime) and transformers' (eager) - timed in alternating "
             "rounds (order rotated each round), fp32, random weights, with p50/p90 ms, images/s, ms per image "
             "and the fraction of the machine's fp32 matmul peak measured in the same run. On CPUs with bf16 "

@@ -30,17 +30,46 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def optimize_for_inference(model: nn.Module, channels_last: bool = False) -> nn.Module:
+def channels_last_pays() -> bool:
+    """Whether :func:`optimize_for_inference` runs in channels-last memory by default here.
+
+    True where PyTorch runs CPU convolutions through oneDNN, whose channels-last kernels skip the
+    layout reorders its NCHW path makes; measured on a 2-core AMX Xeon (``benchmarks/latency.py``,
+    docs/benchmarks.md) it is the faster layout for XXS, XS and S at batch 1 and 32.
+    """
+    return torch.backends.mkldnn.is_available()
+
+
+def _input_to_channels_last(module: nn.Module, args: tuple) -> tuple | None:
+    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
+def _output_to_contiguous(module: nn.Module, args: tuple, out: object) -> object:
+    if isinstance(out, torch.Tensor) and out.dim() == 4:  # dense maps (segmentation) as callers expect
+        return out.contiguous()
+    return None
+
+
+def optimize_for_inference(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
     """A frozen copy of ``model`` for inference: eval mode, BN folded, no autograd state.
 
-    ``channels_last`` converts the weights' memory format (pair it with channels-last inputs);
-    whether it pays depends on the CPU, so it is off by default and measured by ``mobilevit bench``.
+    ``channels_last`` (default: :func:`channels_last_pays`) runs the copy in channels-last memory:
+    weights converted, inputs converted on the way in (callers pass ordinary [B, 3, H, W]
+    tensors), 4-d outputs returned contiguous, and the MobileViT blocks' unfold / fold done with
+    one copy each straight from and into that layout. ``False`` keeps the contiguous layout (what
+    the exporters trace: rank <= 4 reshapes only). Outputs equal the eager model's to 1e-4.
     """
+    if channels_last is None:
+        channels_last = channels_last_pays()
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)
     for p in fast.parameters():
         p.requires_grad_(False)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+        fast.register_forward_pre_hook(_input_to_channels_last)
+        fast.register_forward_hook(_output_to_contiguous)
     fast.pretrained_cfg = getattr(model, "pretrained_cfg", None)
     return fast

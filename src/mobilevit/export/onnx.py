@@ -47,7 +47,7 @@ def export_core(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
     """
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
 
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, channels_last=False)  # rank <= 4 reshapes for the graph
     if isinstance(model, SSDLite):
         return SSDLiteForExport(fast).eval(), SSDLiteForExport(model.eval()).eval(), ["scores", "boxes"]
     return fast, model.eval(), ["output"]
