@@ -46,6 +46,17 @@ def test_onnx_parity_at_two_sizes(tmp_path, size):
     model = randomize(create_model("mobilevit_xxs")).eval()
     report = export_onnx(model, tmp_path / "m.onnx", size)
     assert report["checks"][0]["max_abs_diff"] <= 1e-4 and (tmp_path / "m.onnx").is_file()
+    # the graph unfolds / folds through NHWC: one rank-6 transpose each way per MobileViT block
+    import onnx
+
+    perms = [
+        list(a.ints)
+        for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+        if n.op_type == "Transpose"
+        for a in n.attribute
+        if a.name == "perm"
+    ]
+    assert perms.count([0, 2, 4, 1, 3, 5]) == 3 and perms.count([0, 3, 1, 4, 2, 5]) == 3
 
 
 def test_onnx_dynamic_batch_checked_at_two_batches(tmp_path):

@@ -4,7 +4,7 @@ import torch
 import mobilevit
 from mobilevit import create_model, list_models
 from mobilevit.bench import count_flops, count_params
-from mobilevit.blocks import fold_patches, unfold_patches
+from mobilevit.blocks import fold_patches, set_patch_layout, unfold_patches
 
 EXPECTED_PARAMS = {"mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632}
 EXPECTED_GMACS = {"mobilevit_xxs": 0.41, "mobilevit_xs": 1.03, "mobilevit_s": 2.00}
@@ -125,17 +125,28 @@ def test_bad_config_values_are_rejected():
 def test_unfold_fold_round_trip_and_token_layout(ph, pw):
     b, c, nh, nw = 2, 5, 3, 4
     x = torch.randn(b, c, nh * ph, nw * pw)
-    tokens = unfold_patches(x, ph, pw)
+    tokens = unfold_patches(x, ph, pw, layout="nchw")
     assert tokens.shape == (b * ph * pw, nh * nw, c)
     # token [b*P + (i*pw + j), n_h*nw + n_w] holds pixel (n_h*ph + i, n_w*pw + j)
     i, j, n_h, n_w = ph - 1, pw - 1, nh - 1, 1
     assert torch.equal(tokens[1 * ph * pw + i * pw + j, n_h * nw + n_w], x[1, :, n_h * ph + i, n_w * pw + j])
-    assert torch.equal(fold_patches(tokens, b, ph, pw, nh, nw), x)
-    # the channels-last path: the same tokens from [B, H, W, C] memory, and back into it
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    assert torch.equal(unfold_patches(x_cl, ph, pw), tokens)
-    folded = fold_patches(tokens, b, ph, pw, nh, nw, channels_last=True)
+    assert torch.equal(fold_patches(tokens, b, ph, pw, nh, nw, layout="nchw"), x)
+    # the default NHWC way gives the same tokens from either memory format, and folds back
+    assert torch.equal(unfold_patches(x, ph, pw), tokens)
+    assert torch.equal(unfold_patches(x.contiguous(memory_format=torch.channels_last), ph, pw), tokens)
+    folded = fold_patches(tokens, b, ph, pw, nh, nw)
     assert torch.equal(folded, x) and folded.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_patch_layout_is_set_per_model_and_checked():
+    model = create_model("mobilevit_xxs").eval()
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        ref = model(x)
+        assert set_patch_layout(model, "nchw") == 3  # one MobileViT block per stage 3-5
+        assert torch.allclose(model(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="patch layout must be one of nhwc, nchw, not 'NHWC'"):
+        set_patch_layout(model, "NHWC")
 
 
 def test_reset_classifier_and_num_classes_zero():

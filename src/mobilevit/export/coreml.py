@@ -54,7 +54,7 @@ def export_coreml(
         import coremltools as ct
     except ImportError as e:
         raise ExportError("Core ML export needs coremltools: pip install 'mobilevit[export]'") from e
-    fast, reference, outputs = export_core(model)
+    fast, reference, outputs = export_core(model, patch_layout="nchw")  # rank <= 4 reshapes
     x = torch.rand(batch, 3, *img_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings: the sizes are constants on purpose

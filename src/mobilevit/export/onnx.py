@@ -39,15 +39,19 @@ def _check_size(model: nn.Module, img_size: tuple[int, int]) -> None:
         )
 
 
-def export_core(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
+def export_core(model: nn.Module, patch_layout: str = "nhwc") -> tuple[nn.Module, nn.Module, list[str]]:
     """What an export traces: ``(BN-folded module, eager reference, output names)``.
 
     Classifiers and segmenters map ``image -> output``; an SSDLite detector its core
     ``image -> (scores, boxes)`` (:class:`~mobilevit.heads.ssdlite.SSDLiteForExport`).
+    ``patch_layout``: how the MobileViT blocks unfold / fold in the graph (``"nhwc"``: one
+    transpose each way, 6 % faster in onnxruntime; ``"nchw"``: rank <= 4, for Core ML).
     """
+    from ..blocks import set_patch_layout
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
 
-    fast = optimize_for_inference(model, channels_last=False)  # rank <= 4 reshapes for the graph
+    fast = optimize_for_inference(model, channels_last=False)  # the graph has no memory format
+    set_patch_layout(fast, patch_layout)
     if isinstance(model, SSDLite):
         return SSDLiteForExport(fast).eval(), SSDLiteForExport(model.eval()).eval(), ["scores", "boxes"]
     return fast, model.eval(), ["output"]
