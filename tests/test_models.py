@@ -143,9 +143,10 @@ def test_patch_layout_is_set_per_model_and_checked():
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         ref = model(x)
-        assert set_patch_layout(model, "nchw") == 3  # one MobileViT block per stage 3-5
-        assert torch.allclose(model(x), ref, atol=1e-5)
-    with pytest.raises(ValueError, match="patch layout must be one of nhwc, nchw, not 'NHWC'"):
+        for layout in ("nchw", "pixels", "nhwc"):
+            assert set_patch_layout(model, layout) == 3  # one MobileViT block per stage 3-5
+            assert torch.allclose(model(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="patch layout must be one of pixels, nhwc, nchw, not 'NHWC'"):
         set_patch_layout(model, "NHWC")
 
 

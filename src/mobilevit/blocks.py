@@ -5,6 +5,9 @@ x N non-overlapping patches -> L pre-norm transformer layers that attend, for ea
 position, across all N patches -> fold back -> 1x1 projection to C -> concat with the block
 input (the skip connection) -> n x n fusion conv.
 
+The unfold / fold can move memory three ways with the same result (``set_patch_layout``): the
+fastest differs between eager PyTorch, onnxruntime and Core ML.
+
 A feature map whose side is not a multiple of the patch size is resized bilinearly to the next
 multiple before unfolding and back after folding, as ml-cvnets, timm and transformers do.
 """
@@ -34,15 +37,29 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape  # [B*P, N, d]
-        # [B*P, N, 3d] -> [B*P, N, 3, heads, hd] -> [3, B*P, heads, N, hd]
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
-        # [B*P, heads, N, hd] -> [B*P, N, d]
-        y = y.transpose(1, 2).reshape(b, n, d)
-        return self.proj(y)
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """``x``: [B*P, N, d] unfolded tokens, or with ``grid = (nh, ph, nw, pw)`` [B, H*W, d]
+        tokens in pixel order, each pixel attending to the pixels at its position in the other
+        patches (the same attention, with the unfold / fold folded into its own transposes)."""
+        dropout_p = self.attn_dropout if self.training else 0.0
+        hh, hd = self.num_heads, self.head_dim
+        if grid is None:
+            b, n, d = x.shape  # [B*P, N, d]
+            # [B*P, N, 3d] -> [B*P, N, 3, heads, hd] -> [3, B*P, heads, N, hd]
+            qkv = self.qkv(x).reshape(b, n, 3, hh, hd).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            # [B*P, heads, N, hd] -> [B*P, N, d]
+            return self.proj(y.transpose(1, 2).reshape(b, n, d))
+        b, hw, d = x.shape  # [B, H*W, d]
+        nh, ph, nw, pw = grid
+        # [B, H*W, 3d] = [B, nh, ph, nw, pw, 3, heads, hd] -> [3, B, ph, pw, heads, nh, nw, hd]
+        qkv = self.qkv(x).reshape(b, nh, ph, nw, pw, 3, hh, hd).permute(5, 0, 2, 4, 6, 1, 3, 7)
+        q, k, v = qkv.reshape(3, b * ph * pw, hh, nh * nw, hd).unbind(0)  # [B*P, heads, N, hd] each
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        # [B*P, heads, N, hd] = [B, ph, pw, heads, nh, nw, hd] -> [B, nh, ph, nw, pw, heads, hd]
+        y = y.reshape(b, ph, pw, hh, nh, nw, hd).permute(0, 4, 1, 5, 2, 3, 6)
+        return self.proj(y.reshape(b, hw, d))
 
 
 class FeedForward(nn.Module):
@@ -80,12 +97,12 @@ class TransformerLayer(nn.Module):
         self.mlp = FeedForward(dim, ffn_dim, ffn_dropout)
         self.drop2 = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        x = x + self.drop1(self.attn(self.norm1(x), grid))
         return x + self.drop2(self.mlp(self.norm2(x)))
 
 
-PATCH_LAYOUTS = ("nhwc", "nchw")
+PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
 
 
 def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> torch.Tensor:
@@ -99,7 +116,8 @@ def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> t
     ``"nchw"`` way: eager inference 4-13 % faster (2 threads, 256 px), a training step 1-7 %,
     and in onnxruntime 6 % (it folds the NCHW -> NHWC transpose into its conv output reorder).
     ``"nchw"`` keeps every intermediate at rank <= 4, for Core ML (flexible shapes fail above
-    rank 5); it makes two copies.
+    rank 5); it makes two copies. (The block's third layout, ``"pixels"``, skips this function:
+    see :class:`MobileViTBlock`.)
     """
     b, c, h, w = x.shape
     nh, nw = h // ph, w // pw
@@ -169,8 +187,9 @@ class MobileViTBlock(nn.Module):
         self.conv_proj = ConvNormAct(transformer_dim, channels, 1)
         fusion_in = 2 * channels if skip_connection else channels
         self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size)
-        # how unfold / fold move memory; the Core ML exporter sets "nchw" on its copy
-        # (set_patch_layout). Not a weight, not part of the config: outputs are the same.
+        # how unfold / fold move memory (set_patch_layout): "nhwc" by default (fastest in eager
+        # PyTorch here), "pixels" in the ONNX graph (fastest in onnxruntime), "nchw" for Core ML
+        # (rank <= 4). Not a weight, not part of the config: the outputs are the same.
         self.patch_layout = "nhwc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,11 +201,19 @@ class MobileViTBlock(nn.Module):
         resized = (new_h, new_w) != (h, w)
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
-        tokens = unfold_patches(y, ph, pw, self.patch_layout)  # [B*P, N, d]
-        tokens = self.norm(self.transformer(tokens))
-        y = fold_patches(
-            tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout
-        )  # [B, d, new_h, new_w]
+        if self.patch_layout == "pixels":
+            grid = (new_h // ph, ph, new_w // pw, pw)
+            tokens = y.permute(0, 2, 3, 1).reshape(b, new_h * new_w, -1)  # [B, H*W, d], pixel order
+            for layer in self.transformer:
+                tokens = layer(tokens, grid)
+            # [B, H*W, d] -> [B, H, W, d] -> [B, d, H, W] (a channels-last view)
+            y = self.norm(tokens).reshape(b, new_h, new_w, -1).permute(0, 3, 1, 2)
+        else:
+            tokens = unfold_patches(y, ph, pw, self.patch_layout)  # [B*P, N, d]
+            tokens = self.norm(self.transformer(tokens))
+            y = fold_patches(
+                tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout
+            )  # [B, d, new_h, new_w]
         if resized:
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
         y = self.conv_proj(y)
@@ -196,10 +223,15 @@ class MobileViTBlock(nn.Module):
 
 
 def set_patch_layout(model: nn.Module, layout: str) -> int:
-    """Set how every MobileViT block of ``model`` unfolds / folds (see :func:`unfold_patches`).
+    """Set how every MobileViT block of ``model`` unfolds / folds; the outputs do not change.
 
-    ``"nhwc"`` (default: fewer copies), ``"nchw"`` for Core ML (rank <= 4 reshapes). Returns the
-    number of blocks set.
+    ``"nhwc"`` (default): :func:`unfold_patches` through the [B, H, W, C] view, one copy each
+    way. ``"pixels"``: no unfold / fold at all; the tokens stay in pixel order [B, H*W, d]
+    (LayerNorm and the linear layers act per token, so order does not matter to them) and each
+    attention layer gathers a patch position's pixels inside the transposes it makes anyway
+    (rank 8). In onnxruntime 3-16 % faster than ``"nhwc"`` (the ONNX export uses it), in eager
+    PyTorch up to 10 % slower (its rank-8 copies move head_dim-long runs). ``"nchw"``: rank <= 4
+    reshapes, for Core ML. Returns the number of blocks set.
     """
     if layout not in PATCH_LAYOUTS:
         raise ValueError(f"patch layout must be one of {', '.join(PATCH_LAYOUTS)}, not {layout!r}")

@@ -39,13 +39,14 @@ def _check_size(model: nn.Module, img_size: tuple[int, int]) -> None:
         )
 
 
-def export_core(model: nn.Module, patch_layout: str = "nhwc") -> tuple[nn.Module, nn.Module, list[str]]:
+def export_core(model: nn.Module, patch_layout: str = "pixels") -> tuple[nn.Module, nn.Module, list[str]]:
     """What an export traces: ``(BN-folded module, eager reference, output names)``.
 
     Classifiers and segmenters map ``image -> output``; an SSDLite detector its core
     ``image -> (scores, boxes)`` (:class:`~mobilevit.heads.ssdlite.SSDLiteForExport`).
-    ``patch_layout``: how the MobileViT blocks unfold / fold in the graph (``"nhwc"``: one
-    transpose each way, 6 % faster in onnxruntime; ``"nchw"``: rank <= 4, for Core ML).
+    ``patch_layout``: how the MobileViT blocks unfold / fold in the graph (``"pixels"``: inside
+    the attention's own transposes, the fastest in onnxruntime; ``"nchw"``: rank <= 4, for Core
+    ML); see :func:`~mobilevit.blocks.set_patch_layout`.
     """
     from ..blocks import set_patch_layout
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
