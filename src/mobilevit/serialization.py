@@ -40,11 +40,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     with open(path, "rb") as fh:
         head = fh.read(8)
     if path.suffix == ".safetensors" or _looks_like_safetensors(head):
+        meta = _safetensors_metadata(path)
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
             return dict(load_file(str(path))), meta
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
@@ -65,6 +62,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         path = path / "model.safetensors"
     if path.suffix != ".safetensors" or not path.is_file():
         return {}
+    return _safetensors_metadata(path)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     try:

@@ -59,7 +59,8 @@ def optimize_for_inference(model: nn.Module, channels_last: bool | None = None) 
     weights converted, inputs converted on the way in (callers pass ordinary [B, 3, H, W]
     tensors), 4-d outputs returned contiguous, and the MobileViT blocks' unfold / fold done with
     one copy each straight from and into that layout. ``False`` keeps the contiguous layout (what
-    the exporters trace: rank <= 4 reshapes only). Outputs equal the eager model's to 1e-4.
+    the exporters trace; they pick the blocks' patch layout themselves). Outputs equal the eager
+    model's to 1e-4.
     """
     if channels_last is None:
         channels_last = channels_last_pays()
