@@ -176,6 +176,25 @@ def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
     )
 
 
+def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
+    """Our model through PyTorch's x86 int8 (:func:`~mobilevit.export.int8_torch.quantize_int8_torch`:
+    PT2E + inductor, oneDNN int8 kernels), calibrated on 64 built-in digits training images at this
+    input size; compiled here, at this batch size (the compile time is its setup time)."""
+    from .export.int8 import load_int8_data
+    from .export.int8_torch import quantize_int8_torch
+
+    t0 = time.perf_counter()
+    try:
+        data = load_int8_data("digits", (x.shape[-2], x.shape[-1]), calib_images=64, max_val=1)
+        int8 = quantize_int8_torch(model, data.calib)
+        int8(x)  # compiles the graph for this batch size
+    except Exception as e:  # no torchao, no C++ compiler for inductor: a skip, not a crash
+        return InferencePath("compiled_int8", "mobilevit", None, precision="int8", skipped=_first_line(e))
+    return InferencePath(
+        "compiled_int8", "mobilevit", int8, precision="int8", setup_s=time.perf_counter() - t0
+    )
+
+
 def _our_paths(
     model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool, int8: bool = False
 ) -> list[InferencePath]:
@@ -202,6 +221,8 @@ def _our_paths(
         paths.append(InferencePath("optimized_bf16", "mobilevit", _bf16_fn(fast), precision="bf16"))
     if int8:
         paths.append(_int8_path(model, x))
+        if compile:
+            paths.append(_int8_compiled_path(model, x))
     return paths
 
 
@@ -264,7 +285,8 @@ def build_paths(
     ``peers`` (when installed) timm's ``eager``, ``channels_last``, ``compiled``, ``onnxruntime``
     and transformers' ``eager`` (unless ``transformers`` is False). ``bf16`` (default: when the CPU has native bf16) adds
     ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``; ``int8`` adds ``mobilevit/onnxruntime_int8``
-    (our export quantized by onnxruntime, calibrated on the built-in digits). ONNX graphs and compiled code are
+    (our export quantized by onnxruntime) and, with ``compile``, ``mobilevit/compiled_int8`` (PyTorch's
+    x86 int8: PT2E + inductor), both calibrated on the built-in digits. ONNX graphs and compiled code are
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).

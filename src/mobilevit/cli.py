@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(eager, channels_last, compiled, onnxruntime) and transformers' (eager) - timed in alternating "
             "rounds (order rotated each round), fp32, random weights, with p50/p90 ms, images/s, ms per image "
             "and the fraction of the machine's fp32 matmul peak measured in the same run. On CPUs with bf16 "
-            "(AVX512-BF16 / AMX) bf16 autocast rows follow, and with --int8 an int8 row, each with its agreement "
+            "(AVX512-BF16 / AMX) bf16 autocast rows follow, and with --int8 the int8 rows, each with its agreement "
             "with fp32."
         ),
     )
@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--int8",
         action="store_true",
-        help="add our int8 row (onnxruntime static quantization, calibrated on the built-in digits)",
+        help="add our int8 rows (onnxruntime static quantization and, unless --no-compile, PyTorch's x86 "
+        "int8: PT2E + torch.compile), calibrated on the built-in digits",
     )
     s.set_defaults(fn=_cmd_bench)
 

@@ -2,13 +2,17 @@
 
 from .fast import fold_batchnorm, optimize_for_inference
 from .int8 import Int8NotFaster, export_int8
+from .int8_torch import Int8Compiled, Int8Unavailable, quantize_int8_torch
 from .onnx import ExportError, export_onnx
 
 __all__ = [
     "ExportError",
+    "Int8Compiled",
     "Int8NotFaster",
+    "Int8Unavailable",
     "export_int8",
     "export_onnx",
     "fold_batchnorm",
     "optimize_for_inference",
+    "quantize_int8_torch",
 ]

@@ -238,7 +238,26 @@ def compare_int8(
     from ..bench_paths import _ort_session
 
     fp32, int8 = _ort_session(Path(fp32_path)), _ort_session(Path(int8_path))
-    ref, got = run_batched(fp32, data.val), run_batched(int8, data.val)
+    figures = accuracy_figures(run_batched(fp32, data.val), run_batched(int8, data.val), data, model_classes)
+    batch = _model_batch(fp32) or 1
+    x = _batches(data.val[:batch], batch)[0][0]
+    ms = _time_sessions(fp32, int8, x, rounds, budget_s)
+    return {
+        "fp32_ms_per_image": ms["fp32"],
+        "int8_ms_per_image": ms["int8"],
+        "ratio_int8_vs_fp32": ms["int8"] / ms["fp32"],
+        "timed_batch": batch,
+        "threads": torch.get_num_threads(),
+        **figures,
+    }
+
+
+def accuracy_figures(
+    ref: np.ndarray, got: np.ndarray, data: Int8Data, model_classes: list[str] | None = None
+) -> dict[str, Any]:
+    """int8 logits ``got`` against fp32 logits ``ref`` on ``data.val``: top-1 agreement, the largest
+    logit change relative to the largest fp32 logit, and each one's top-1 accuracy (where the
+    model's classes are the data's)."""
     agreement = float((ref.argmax(1) == got.argmax(1)).mean())
     rel = float(np.abs(ref - got).max() / max(float(np.abs(ref).max()), 1e-12))
     k = ref.shape[1]
@@ -253,15 +272,7 @@ def compare_int8(
     if accuracy_note is None:
         fp32_top1 = float((ref.argmax(1) == data.labels).mean())
         int8_top1 = float((got.argmax(1) == data.labels).mean())
-    batch = _model_batch(fp32) or 1
-    x = _batches(data.val[:batch], batch)[0][0]
-    ms = _time_sessions(fp32, int8, x, rounds, budget_s)
     return {
-        "fp32_ms_per_image": ms["fp32"],
-        "int8_ms_per_image": ms["int8"],
-        "ratio_int8_vs_fp32": ms["int8"] / ms["fp32"],
-        "timed_batch": batch,
-        "threads": torch.get_num_threads(),
         "top1_agreement": agreement,
         "max_rel_logit_diff": rel,
         "fp32_top1": fp32_top1,
@@ -338,7 +349,9 @@ def export_int8(
             f"({figures['ratio_int8_vs_fp32']:.2f}x the fp32 time, {figures['threads']} threads, onnxruntime), "
             f"top-1 agreement {figures['top1_agreement']:.4f}; {path} was not written. The verified fp32 model "
             f"is {fp32_path}; the figures are in {report_path}. --int8-keep-slower writes the int8 model "
-            "anyway (e.g. for a device whose int8 kernels pay).",
+            "anyway (e.g. for a device whose int8 kernels pay). On x86 CPUs PyTorch's own int8 "
+            "(mobilevit.export.quantize_int8_torch: PT2E + torch.compile, oneDNN kernels) may pay where "
+            "onnxruntime's does not; `mobilevit bench --side-by-side --int8` times both here.",
             report,
         )
     return report

@@ -1,0 +1,104 @@
+"""PyTorch's x86 int8 (PT2E quantization): a real int8 graph close to fp32, and its bad inputs.
+
+The compiled (inductor) form is timed and checked by benchmarks/latency.py; compiling a model
+takes about a minute here, so these tests run the converted graph uncompiled (the same int8
+arithmetic, simulated in fp32).
+"""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from _utils import randomize
+
+pytest.importorskip("torchao")
+
+from mobilevit import create_model  # noqa: E402
+from mobilevit.export.int8_torch import (  # noqa: E402
+    Int8Unavailable,
+    predict_fixed_batch,
+    quantize_int8_torch,
+)
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    torch.manual_seed(0)
+    model = randomize(create_model("mobilevit_xxs", num_classes=10)).eval()
+    return model, torch.rand(24, 3, 64, 64), torch.rand(12, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def quantized(model_and_images):
+    model, calib, _ = model_and_images
+    return quantize_int8_torch(model, calib, batch_size=8, compile=False)
+
+
+def test_int8_graph_is_quantized_and_close_to_fp32(model_and_images, quantized):
+    model, _, val = model_and_images
+    targets = [str(n.target) for n in quantized.quantized.graph.nodes if n.op == "call_function"]
+    # every conv and linear reads int8: one dequantize per weight at least
+    weights = sum("dequantize_per_channel" in t for t in targets)
+    assert weights >= sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in model.modules())
+    assert sum("quantize_per_tensor" in t for t in targets) > 20  # activations too
+    with torch.no_grad():
+        ref, got = model(val), quantized(val)
+    assert got.shape == ref.shape == (12, 10)
+    rel = float((got - ref).abs().max() / ref.abs().max())
+    assert 0 < rel < 0.15, rel  # moved by rounding, but not far
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=1)
+    assert float(cos.min()) > 0.98
+    assert quantized.report["calib_images"] == 24 and quantized.report["img_size"] == [64, 64]
+
+
+def test_int8_module_is_inference_only(quantized):
+    assert quantized.eval() is quantized and not quantized.training
+    with pytest.raises(RuntimeError, match="inference only"):
+        quantized.train()
+
+
+def test_int8_takes_other_batch_sizes(model_and_images, quantized):
+    _, _, val = model_and_images
+    assert quantized(val[:3]).shape == (3, 10)
+
+
+def test_predict_fixed_batch_pads_and_drops(model_and_images):
+    model, _, val = model_and_images
+    seen = []
+
+    def fake(x):
+        seen.append(x.shape[0])
+        return model(x)
+
+    out = predict_fixed_batch(fake, val[:10].numpy(), batch=4)
+    assert seen == [4, 4, 4] and out.shape == (10, 10)
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(val[:10]).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "calib, match",
+    [
+        (torch.rand(3, 64, 64), r"\[N, 3, H, W\]"),
+        (torch.rand(0, 3, 64, 64), r"N >= 1"),
+        (torch.rand(4, 1, 64, 64), r"\[N, 3, H, W\]"),
+        (torch.zeros(4, 3, 64, 64, dtype=torch.uint8), "must be float"),
+    ],
+)
+def test_bad_calibration_images(model_and_images, calib, match):
+    model = model_and_images[0]
+    with pytest.raises(ValueError, match=match):
+        quantize_int8_torch(model, calib, compile=False)
+
+
+def test_bad_batch_size(model_and_images):
+    model, calib, _ = model_and_images
+    with pytest.raises(ValueError, match="batch_size"):
+        quantize_int8_torch(model, calib, batch_size=0, compile=False)
+
+
+def test_without_torchao_says_what_to_install(model_and_images, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)
+    with pytest.raises(Int8Unavailable, match="pip install"):
+        quantize_int8_torch(model_and_images[0], model_and_images[1], compile=False)
