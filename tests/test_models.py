@@ -150,6 +150,26 @@ def test_patch_layout_is_set_per_model_and_checked():
         set_patch_layout(model, "NHWC")
 
 
+def test_patch_layouts_give_the_same_gradients():
+    # every layout is a valid training layout, not only an export one: same loss, same gradients
+    # (dropout off: its masks follow token order, which the layouts do not share)
+    model = create_model(
+        "mobilevit_xxs", num_classes=5, patch_size=(2, 4, 2), transformer_dropout=0.0, classifier_dropout=0.0
+    ).train()
+    x, y = torch.rand(2, 3, 64, 96), torch.tensor([1, 3])
+    grads = {}
+    for layout in ("nhwc", "pixels", "nchw"):
+        set_patch_layout(model, layout)
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        grads[layout] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    for layout in ("pixels", "nchw"):
+        assert torch.allclose(grads[layout][0], grads["nhwc"][0], atol=1e-5)
+        for g, ref in zip(grads[layout][1], grads["nhwc"][1], strict=True):
+            assert torch.allclose(g, ref, atol=1e-5, rtol=1e-4)
+
+
 def test_reset_classifier_and_num_classes_zero():
     model = create_model("mobilevit_xxs")
     model.reset_classifier(10)
