@@ -58,9 +58,17 @@ def test_int8_module_is_inference_only(quantized):
         quantized.train()
 
 
-def test_int8_takes_other_batch_sizes(model_and_images, quantized):
+def test_int8_takes_other_batch_sizes_not_other_sizes(model_and_images, quantized):
     _, _, val = model_and_images
     assert quantized(val[:3]).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"takes \[B, 3, 64, 64\] images .* got \(2, 3, 96, 64\)"):
+        quantized(torch.rand(2, 3, 96, 64))
+
+
+def test_detectors_are_refused():
+    detector = create_model("ssdlite_mobilevit_xxs", num_classes=3)
+    with pytest.raises(ValueError, match="detector"):
+        quantize_int8_torch(detector, torch.rand(2, 3, 64, 64), compile=False)
 
 
 def test_predict_fixed_batch_pads_and_drops(model_and_images):

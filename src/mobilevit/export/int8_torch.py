@@ -56,6 +56,12 @@ class Int8Compiled(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.report["img_size"]
+        if x.dim() != 4 or list(x.shape[-2:]) != size:
+            raise ValueError(
+                f"this int8 model takes [B, 3, {size[0]}, {size[1]}] images (its calibration size), "
+                f"got {tuple(x.shape)}; quantize again at the size you need"
+            )
         # freezing: inductor folds the int8 weights into prepacked oneDNN tensors (needs no_grad)
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             return self._compiled(x)
@@ -93,6 +99,11 @@ def quantize_int8_torch(
         ) from e
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if getattr(model, "ssd_config", None) is not None:
+        raise ValueError(
+            "int8 quantizes classifiers and segmenters (image -> tensor); a detector's output is a list of "
+            "detections. Export detectors in fp32 (mobilevit export)."
+        )
     images = _as_tensor(calib)
     t0 = time.perf_counter()
     fast = optimize_for_inference(model, channels_last=False)  # the graph is traced in NCHW
