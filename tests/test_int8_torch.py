@@ -17,8 +17,10 @@ pytest.importorskip("torchao")
 from mobilevit import create_model  # noqa: E402
 from mobilevit.export.int8_torch import (  # noqa: E402
     Int8Unavailable,
+    load_int8_torch,
     predict_fixed_batch,
     quantize_int8_torch,
+    save_int8_torch,
 )
 
 
@@ -69,6 +71,31 @@ def test_detectors_are_refused():
     detector = create_model("ssdlite_mobilevit_xxs", num_classes=3)
     with pytest.raises(ValueError, match="detector"):
         quantize_int8_torch(detector, torch.rand(2, 3, 64, 64), compile=False)
+
+
+def test_save_and_load_round_trip(tmp_path, model_and_images, quantized):
+    _, _, val = model_and_images
+    path = save_int8_torch(quantized, tmp_path / "sub" / "xxs_int8.pt2")
+    loaded = load_int8_torch(path, compile=False)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(val[:5]), quantized(val[:5]), rtol=0, atol=1e-6)
+    assert loaded.report["img_size"] == [64, 64] and loaded.report["calib_images"] == 24
+    with pytest.raises(ValueError, match="takes"):
+        loaded(torch.rand(1, 3, 32, 32))
+
+
+def test_load_bad_files(tmp_path, model_and_images):
+    with pytest.raises(FileNotFoundError, match="no int8 model"):
+        load_int8_torch(tmp_path / "missing.pt2")
+    junk = tmp_path / "junk.pt2"
+    junk.write_text("not a program")
+    with pytest.raises(ValueError, match="not a torch.export program"):
+        load_int8_torch(junk)
+    # a torch.export program of an fp32 model is not an int8 model
+    fp32 = tmp_path / "fp32.pt2"
+    torch.export.save(torch.export.export(model_and_images[0], (torch.rand(1, 3, 64, 64),)), str(fp32))
+    with pytest.raises(ValueError, match="not an int8 model"):
+        load_int8_torch(fp32)
 
 
 def test_predict_fixed_batch_pads_and_drops(model_and_images):

@@ -2,7 +2,7 @@
 
 from .fast import fold_batchnorm, optimize_for_inference
 from .int8 import Int8NotFaster, export_int8
-from .int8_torch import Int8Compiled, Int8Unavailable, quantize_int8_torch
+from .int8_torch import Int8Compiled, Int8Unavailable, load_int8_torch, quantize_int8_torch, save_int8_torch
 from .onnx import ExportError, export_onnx
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "export_int8",
     "export_onnx",
     "fold_batchnorm",
+    "load_int8_torch",
     "optimize_for_inference",
     "quantize_int8_torch",
+    "save_int8_torch",
 ]

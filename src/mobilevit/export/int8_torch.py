@@ -11,13 +11,17 @@ lacks on these CPUs, where its int8 export is slower than fp32 (:mod:`.int8`).
 Measured on a 2-core AMX Xeon (``benchmarks/latency.py``, docs/benchmarks.md): MobileViT-S at
 batch 32 takes about 0.6x the time per image of our fastest fp32 path (onnxruntime), with top-1
 agreement with fp32 of about 0.99 on the digits validation images of a digits-trained model.
-The result is an in-memory module for this machine (a compiled graph), not a file.
+The result is an in-memory module; :func:`save_int8_torch` writes its int8 graph as a
+``torch.export`` program (``.pt2``) and :func:`load_int8_torch` reads it back and compiles it
+for the machine it runs on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +71,19 @@ class Int8Compiled(nn.Module):
             return self._compiled(x)
 
 
+def _import_pt2e() -> tuple[Any, Any, Any]:
+    """torchao's ``prepare_pt2e``, ``convert_pt2e`` and x86 quantizer module; importing them also
+    registers the quantize / dequantize ops that a saved int8 program uses."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
+    except ImportError as e:
+        raise Int8Unavailable(
+            "PyTorch int8 needs torchao (PT2E quantization): pip install 'mobilevit[export]'"
+        ) from e
+    return prepare_pt2e, convert_pt2e, x86_inductor_quantizer
+
+
 def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(images)
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
@@ -90,13 +107,7 @@ def quantize_int8_torch(
     fp32, for checking accuracy without a compiler, not for speed). Raises
     :class:`Int8Unavailable` without torchao (``pip install 'mobilevit[export]'``).
     """
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
-    except ImportError as e:
-        raise Int8Unavailable(
-            "PyTorch int8 needs torchao (PT2E quantization): pip install 'mobilevit[export]'"
-        ) from e
+    prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if getattr(model, "ssd_config", None) is not None:
@@ -138,3 +149,40 @@ def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, ba
                 chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, -1, -1, -1)])
             outs.append(module(chunk)[:n].float())
     return torch.cat(outs).numpy()
+
+
+_REPORT_FILE = "mobilevit_int8.json"  # stored inside the .pt2 archive
+
+
+def save_int8_torch(int8: Int8Compiled, path: str | Path) -> Path:
+    """Write ``int8``'s quantized graph (any batch size, its calibration H x W) as a
+    ``torch.export`` program, with its report; :func:`load_int8_torch` reads it back."""
+    h, w = int8.report["img_size"]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(
+            int8.quantized, (torch.zeros(2, 3, h, w),), dynamic_shapes=({0: batch},)
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path), extra_files={_REPORT_FILE: json.dumps(int8.report)})
+    return path
+
+
+def load_int8_torch(path: str | Path, compile: bool = True) -> Int8Compiled:
+    """An int8 model written by :func:`save_int8_torch`, compiled for this machine at the first
+    call of each batch size (``compile=False``: the graph as is, int8 simulated in fp32)."""
+    _import_pt2e()  # the file's quantize / dequantize ops are torchao's
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no int8 model at {path}")
+    extra = {_REPORT_FILE: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as e:
+        raise ValueError(f"{path} is not a torch.export program ({type(e).__name__}: {e})") from e
+    if not extra[_REPORT_FILE]:
+        raise ValueError(f"{path} is a torch.export program but not an int8 model written by save_int8_torch")
+    quantized = program.module()
+    report = {**json.loads(extra[_REPORT_FILE]), "compiled": compile}
+    return Int8Compiled(quantized, torch.compile(quantized, dynamic=False) if compile else quantized, report)
