@@ -67,10 +67,11 @@ def test_int8_takes_other_batch_sizes_not_other_sizes(model_and_images, quantize
         quantized(torch.rand(2, 3, 96, 64))
 
 
-def test_detectors_are_refused():
-    detector = create_model("ssdlite_mobilevit_xxs", num_classes=3)
-    with pytest.raises(ValueError, match="detector"):
-        quantize_int8_torch(detector, torch.rand(2, 3, 64, 64), compile=False)
+@pytest.mark.parametrize("name", ["ssdlite_mobilevit_xxs", "deeplabv3_mobilevit_xxs"])
+def test_detectors_and_segmenters_are_refused(name):
+    model = create_model(name, num_classes=3).eval()
+    with pytest.raises(ValueError, match="quantizes classifiers"):
+        quantize_int8_torch(model, torch.rand(2, 3, 64, 64), compile=False)
 
 
 def test_save_and_load_round_trip(tmp_path, model_and_images, quantized):
