@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .fast import optimize_for_inference
+from .int8 import _batches
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,20 @@ def _import_pt2e() -> tuple[Any, Any, Any]:
     return prepare_pt2e, convert_pt2e, x86_inductor_quantizer
 
 
-def _as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+def _as_tensor(images: np.ndarray | torch.Tensor, what: str = "calibration images") -> torch.Tensor:
     x = torch.as_tensor(images)
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
-        raise ValueError(f"calibration images must be [N, 3, H, W] with N >= 1, got {tuple(x.shape)}")
+        raise ValueError(f"{what} must be [N, 3, H, W] with N >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ValueError(f"calibration images must be float (normalised as the model expects), got {x.dtype}")
+        raise ValueError(f"{what} must be float (normalised as the model expects), got {x.dtype}")
     return x.float().contiguous()
+
+
+def _export_any_batch(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` of ``module`` with a dynamic batch dimension (height and width fixed)."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
 
 
 def quantize_int8_torch(
@@ -115,16 +123,14 @@ def quantize_int8_torch(
     if not isinstance(model, MobileViT) or model.num_classes < 1:
         raise ValueError(
             "int8 quantizes classifiers (its accuracy is measured as top-1 agreement with fp32); got a "
-            f"{type(model).__name__}. Export segmentation and "
-            "detection models in fp32."
+            f"{type(model).__name__}. Export segmentation and detection models in fp32."
         )
     images = _as_tensor(calib)
     t0 = time.perf_counter()
     fast = optimize_for_inference(model, channels_last=False)  # the graph is traced in NCHW
     example = images[: min(batch_size, len(images))]
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    graph = _export_any_batch(fast, example).module()
     with torch.no_grad():
-        graph = torch.export.export(fast, (example,), dynamic_shapes=({0: batch},)).module()
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(graph, quantizer)
@@ -140,18 +146,13 @@ def quantize_int8_torch(
 
 
 def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
-    """``module``'s outputs on ``images`` in batches of exactly ``batch`` (the last one padded with
-    copies of its final image, the padding dropped), so that a compiled module builds one graph."""
-    x = _as_tensor(images)
-    outs = []
+    """``module``'s outputs on ``images`` in batches of exactly ``batch`` (the last one padded, the
+    padding dropped: :func:`~.int8._batches`), so that a compiled module builds one graph."""
+    x = _as_tensor(images, "images").numpy()
     with torch.no_grad():
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, -1, -1, -1)])
-            outs.append(module(chunk)[:n].float())
-    return torch.cat(outs).numpy()
+        return np.concatenate(
+            [module(torch.from_numpy(chunk))[:n].float().numpy() for chunk, n in _batches(x, batch)]
+        )
 
 
 _REPORT_FILE = "mobilevit_int8.json"  # stored inside the .pt2 archive
@@ -161,11 +162,7 @@ def save_int8_torch(int8: Int8Compiled, path: str | Path) -> Path:
     """Write ``int8``'s quantized graph (any batch size, its calibration H x W) as a
     ``torch.export`` program, with its report; :func:`load_int8_torch` reads it back."""
     h, w = int8.report["img_size"]
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.no_grad():
-        program = torch.export.export(
-            int8.quantized, (torch.zeros(2, 3, h, w),), dynamic_shapes=({0: batch},)
-        )
+    program = _export_any_batch(int8.quantized, torch.zeros(2, 3, h, w))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path), extra_files={_REPORT_FILE: json.dumps(int8.report)})
