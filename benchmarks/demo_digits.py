@@ -14,8 +14,7 @@ import time
 
 from _common import REPO, print_json_last, write_doc
 
-from mobilevit.engine.config import load_config
-from mobilevit.engine.loop import Trainer
+from mobilevit.engine import Trainer, load_config
 
 
 def main() -> None:

@@ -14,8 +14,7 @@ import time
 
 from _common import REPO, print_json_last, write_doc
 
-from mobilevit.engine.config import load_config
-from mobilevit.engine.det_loop import DetTrainer
+from mobilevit.engine import Trainer, load_config
 from mobilevit.predict import load_detector, predict_boxes
 
 
@@ -30,7 +29,7 @@ def main() -> None:
         [*args.overrides, f"run.out_dir={args.out_dir}", "run.progress=false"],
     )
     start = time.perf_counter()
-    trainer = DetTrainer(cfg)
+    trainer = Trainer(cfg)
     summary = trainer.fit()
     best, classes = load_detector(trainer.out / "best.safetensors")
     final = trainer.evaluate(best.to(trainer.info.device))

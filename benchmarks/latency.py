@@ -261,8 +261,7 @@ def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, 
     """Train ``model_name`` on the digits (the demo recipe, ``epochs`` epochs), then compare each int8
     path with fp32 on the 360 validation images at the recipe's 64 px: the onnxruntime int8 export
     against the fp32 export, PyTorch's compiled int8 against the eager model."""
-    from mobilevit.engine.config import load_config
-    from mobilevit.engine.loop import train
+    from mobilevit.engine import load_config, train
     from mobilevit.export import export_onnx
     from mobilevit.export.int8 import accuracy_figures, compare_int8, load_int8_data, quantize_int8
     from mobilevit.export.int8_torch import predict_fixed_batch, quantize_int8_torch

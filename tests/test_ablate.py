@@ -17,7 +17,7 @@ from mobilevit import ablate, create_model
 from mobilevit.ablate import KINDS, AblationError, feature_map_sides, load_study, plan_study
 from mobilevit.cli import build_parser, main
 from mobilevit.data import write_digits
-from mobilevit.engine.config import load_config
+from mobilevit.engine import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "demo_digits.yaml"

@@ -11,9 +11,8 @@ from PIL import Image
 from mobilevit import create_model
 from mobilevit.cli import main
 from mobilevit.data.synthetic import write_shapes_coco
-from mobilevit.engine.config import ConfigError, DetTrainConfig, load_config
-from mobilevit.engine.det_loop import DetTrainer, train_detection
-from mobilevit.engine.loop import TrainingError
+from mobilevit.engine import ConfigError, Trainer, TrainingError, load_config, train
+from mobilevit.engine.config import DetTrainConfig
 from mobilevit.serialization import read_state_dict
 
 
@@ -54,7 +53,7 @@ def test_coco_recipes_load(name):
 
 
 def test_train_resume_eval_predict(coco_root, tmp_path, capsys):
-    summary = train_detection(_cfg(tmp_path, coco_root))
+    summary = train(_cfg(tmp_path, coco_root))
     out = tmp_path / "run"
     assert summary["epochs_done"] == 1 and summary["global_step"] == 2  # 10 // 4, last batch dropped
     assert 0 <= summary["best_map"] <= 1
@@ -74,7 +73,7 @@ def test_train_resume_eval_predict(coco_root, tmp_path, capsys):
     assert {"val_map", "val_map50", "val_ema_map", "val_ema_map50"} <= set(row)
 
     # resume: one more epoch continues the step count
-    more = train_detection(_cfg(tmp_path, coco_root, "optim.epochs=2"), resume=out / "resume.pt")
+    more = train(_cfg(tmp_path, coco_root, "optim.epochs=2"), resume=out / "resume.pt")
     assert more["epochs_done"] == 2 and more["global_step"] == 4
 
     capsys.readouterr()
@@ -135,9 +134,9 @@ def test_builtin_data_never_overwrites_a_foreign_folder(tmp_path):
 
 def test_bad_setups_fail_before_training(coco_root, tmp_path):
     with pytest.raises(TrainingError, match="set model.num_classes=5"):
-        DetTrainer(_cfg(tmp_path, coco_root, "model.num_classes=7"))
+        Trainer(_cfg(tmp_path, coco_root, "model.num_classes=7"))
     with pytest.raises(TrainingError, match="cannot fill one batch of 16"):
-        DetTrainer(_cfg(tmp_path, coco_root, "data.batch_size=16"))
+        Trainer(_cfg(tmp_path, coco_root, "data.batch_size=16"))
 
 
 def test_backbone_weights_from_a_classifier(tmp_path):

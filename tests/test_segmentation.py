@@ -18,10 +18,8 @@ from mobilevit.convert import convert_with_task
 from mobilevit.data import DataError
 from mobilevit.data.synthetic import write_shapes_voc
 from mobilevit.data.voc import SegEvalTransform, SegTrainTransform, VOCSegmentation, voc_palette
-from mobilevit.engine.config import load_config
-from mobilevit.engine.loop import TrainingError
+from mobilevit.engine import Trainer, TrainingError, load_config, train
 from mobilevit.engine.metrics import ConfusionMatrix
-from mobilevit.engine.seg_loop import SegTrainer, train_segmentation
 from mobilevit.serialization import read_state_dict
 from mobilevit.weights import load_state_dict_checked
 
@@ -197,7 +195,7 @@ def test_train_eval_predict_with_a_last_batch_of_one(voc_root, tmp_path, capsys)
     root = _copy(voc_root, tmp_path)
     ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()[:17]
     (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
-    summary = train_segmentation(_seg_cfg(tmp_path, root))
+    summary = train(_seg_cfg(tmp_path, root))
     out = tmp_path / "run"
     assert summary["epochs_done"] == 1 and summary["global_step"] == 4  # 17 // 4, the single one dropped
     for name in (
@@ -254,7 +252,7 @@ def test_train_eval_predict_with_a_last_batch_of_one(voc_root, tmp_path, capsys)
 
 def test_too_few_images_for_one_batch_is_a_clear_error(voc_root, tmp_path):
     with pytest.raises(TrainingError, match="cannot fill one batch of 32"):
-        SegTrainer(_seg_cfg(tmp_path, voc_root, "data.batch_size=32"))
+        Trainer(_seg_cfg(tmp_path, voc_root, "data.batch_size=32"))
 
 
 def test_backbone_weights_from_a_classifier(tmp_path):

@@ -18,9 +18,8 @@ from mobilevit import create_model
 from mobilevit.cli import main
 from mobilevit.data import DataError, MultiScaleBatchSampler, write_shapes
 from mobilevit.data.sampler import batch_size_for
-from mobilevit.engine.config import ConfigError, load_config
+from mobilevit.engine import ConfigError, Trainer, TrainingError, load_config, train
 from mobilevit.engine.ema import ModelEMA
-from mobilevit.engine.loop import Trainer, TrainingError, train
 from mobilevit.engine.optim import warmup_cosine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,8 +186,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, shapes_root):
     b = load_file(str(tmp_path / "b" / "run" / "last.safetensors"))
     assert a.keys() == b.keys()
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) <= 1e-6
-    ea = torch.load(tmp_path / "a" / "run" / "resume.pt", weights_only=False)["ema"]["module"]
-    eb = torch.load(tmp_path / "b" / "run" / "resume.pt", weights_only=False)["ema"]["module"]
+    ea = torch.load(tmp_path / "a" / "run" / "resume.pt", weights_only=True)["ema"]["module"]
+    eb = torch.load(tmp_path / "b" / "run" / "resume.pt", weights_only=True)["ema"]["module"]
     assert max((ea[k].double() - eb[k].double()).abs().max().item() for k in ea) <= 1e-6
 
 
@@ -237,7 +236,7 @@ class FlakyLoss(torch.nn.Module):
 
 def test_nonfinite_loss_skips_the_step(tmp_path, shapes_root, caplog):
     trainer = Trainer(tiny_cfg(tmp_path, shapes_root, "optim.epochs=1"))
-    trainer.criterion = FlakyLoss({2})
+    trainer.task.criterion = FlakyLoss({2})
     caplog.set_level(logging.WARNING)
     summary = trainer.fit()
     assert summary["stopped"] is None and "non-finite loss" in caplog.text and "step skipped" in caplog.text
@@ -246,12 +245,12 @@ def test_nonfinite_loss_skips_the_step(tmp_path, shapes_root, caplog):
 
 def test_nonfinite_losses_in_a_row_stop_the_run_keeping_the_checkpoint(tmp_path, shapes_root):
     trainer = Trainer(tiny_cfg(tmp_path, shapes_root, "optim.epochs=3", "run.max_nonfinite=2"))
-    trainer.criterion = FlakyLoss(set())
+    trainer.task.criterion = FlakyLoss(set())
     trainer.train_one_epoch()  # one good epoch, then a checkpoint as fit() would write it
     trainer.state.epoch, trainer.state.step_in_epoch = 1, 0
     trainer.write_resume()
     good = (trainer.out / "resume.pt").read_bytes()
-    trainer.criterion = FlakyLoss("all")
+    trainer.task.criterion = FlakyLoss("all")
     with pytest.raises(TrainingError, match="2 non-finite losses in a row; stopping.*resume.pt"):
         trainer.fit()
     assert (trainer.out / "resume.pt").read_bytes() == good
@@ -346,8 +345,8 @@ def test_sigterm_writes_a_resume_file(tmp_path, shapes_root):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3, out
     assert "SIGTERM received" in out and "resume file" in out
-    state = torch.load(tmp_path / "run" / "resume.pt", weights_only=False)["train_state"]
-    assert state["epoch"] >= 1 and math.isfinite(state["best_top1"])
+    state = torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["train_state"]
+    assert state["epoch"] >= 1 and math.isfinite(state["best_score"])
 
 
 def test_bf16_autocast_and_channels_last_run(tmp_path, shapes_root):

@@ -41,8 +41,8 @@ from typing import Any
 
 import yaml
 
-from .engine.config import load_config, parse_overrides
-from .engine.loop import train
+from .engine import load_config, train
+from .engine.config import parse_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("runs") / "ablations"

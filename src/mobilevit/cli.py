@@ -144,140 +144,68 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .engine.config import load_config
-    from .engine.loop import train
+    from .engine import load_config, train
 
     cfg = load_config(args.config, args.overrides)
     if args.out_dir:
         cfg.run.out_dir = args.out_dir
-    if cfg.task == "segmentation":
-        from .engine.seg_loop import train_segmentation
-
-        summary = train_segmentation(cfg, resume=args.resume)
-    elif cfg.task == "detection":
-        from .engine.det_loop import train_detection
-
-        summary = train_detection(cfg, resume=args.resume)
-    else:
-        summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume)
     print(json.dumps(summary))
     return 0 if summary["stopped"] is None else 3
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.config import load_config
-    from .engine.loop import Trainer
+    from .engine import evaluate_weights
 
     overrides = list(args.overrides)
-    overrides += [
-        f"model.pretrained={args.weights}",
-        "model.reset_classifier=false",
-        "optim.epochs=1",
-        "run.progress=false",
-        "ema.enabled=false",
-    ]
-    if args.model:
-        overrides.append(f"model.name={args.model}")
-    meta = _weights_meta(args.weights)
-    if meta.get("task") == "segmentation":
-        # batch size 1: evaluation runs image by image, and the train split need not fill a batch
-        overrides += [
-            "task=segmentation",
-            f"model.num_classes={meta.get('num_classes', 21)}",
-            "data.batch_size=1",
-        ]
-    elif meta.get("task") == "detection":
-        overrides += [
-            "task=detection",
-            f"model.num_classes={meta.get('num_classes', 81)}",
-            "data.batch_size=1",
-        ]
-        if "ssd" in meta:
-            ssd = json.loads(meta["ssd"])
-            overrides.append(f"data.image_size={ssd.pop('image_size', [320])[0]}")
-            overrides += [f"model.ssd.{k}={json.dumps(v)}" for k, v in ssd.items()]
-    cfg = load_config(args.config, overrides)
-    cfg.run.out_dir = args.out_dir or str(Path(args.weights).parent / "eval")
-    if "arch" in meta:
-        cfg.model.name = meta["arch"]
-    if "model_overrides" in meta:
-        cfg.model.overrides = json.loads(meta["model_overrides"])
-    if cfg.task == "segmentation":
-        from .engine.seg_loop import SegTrainer
-
-        seg = SegTrainer(cfg)
-        result = seg.evaluate(seg.model)
-        result["iou"] = dict(zip(seg.classes, result["iou"], strict=True))
-        result.update(
-            weights=str(args.weights), split=f"{seg.root} ({cfg.data.val_split})", images=len(seg.val_ds)
-        )
-    elif cfg.task == "detection":
-        from .engine.det_loop import DetTrainer
-
-        det = DetTrainer(cfg)
-        result = det.evaluate(det.model)
+    if not any(o.startswith("run.out_dir=") for o in overrides):
+        overrides.append(f"run.out_dir={args.out_dir or Path(args.weights).parent / 'eval'}")
+    result = evaluate_weights(args.weights, args.config, overrides, model_name=args.model)
+    if "summary" in result:  # pycocotools' own table
         print(result.pop("summary"), file=sys.stderr)
-        result.update(
-            weights=str(args.weights), split=str(det.paths["val_annotations"]), images=len(det.val_ds)
-        )
-    else:
-        trainer = Trainer(cfg)
-        result = trainer.evaluate(trainer.model)
-        result.update(weights=str(args.weights), split=str(trainer.root / cfg.data.val_split))
     print(json.dumps(result))
     return 0
 
 
-def _weights_meta(weights: str) -> dict[str, str]:
-    """The metadata recorded in a weights file (architecture, task, classes, overrides)."""
-    from .serialization import read_state_dict
-
-    return read_state_dict(weights)[1]
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import load_classifier, predict_images
-
-    if _weights_meta(args.weights).get("task") == "detection":
-        from .predict import load_detector, predict_boxes
-
-        model, classes = load_detector(args.weights)
-        found = predict_boxes(model, classes, args.images, Path(args.out_dir), args.score_threshold)
-        for r in found:
-            if "error" in r:
-                print(f"{r['image']}: error: {r['error']}")
-                continue
-            shown = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"]) or "nothing"
-            print(f"{r['image']} -> {r['boxes_png']}  ({shown})")
-        if args.json:
-            print(json.dumps(found))
-        return 0 if all("error" not in r for r in found) else 2
-    if _weights_meta(args.weights).get("task") == "segmentation":
-        from .predict import load_segmenter, predict_masks
-
-        model, classes = load_segmenter(args.weights)
-        written = predict_masks(model, classes, args.images, Path(args.out_dir), size=args.img_size)
-        for r in written:
-            print(
-                f"{r['image']}: error: {r['error']}"
-                if "error" in r
-                else f"{r['image']} -> {r['overlay']}  ({r['summary']})"
-            )
-        if args.json:
-            print(json.dumps(written))
-        return 0 if all("error" not in r for r in written) else 2
-    model, classes = load_classifier(args.weights, args.model)
-    results = predict_images(model, classes, args.images, img_size=args.img_size, topk=args.topk)
+def _print_results(results: list[dict[str, Any]], as_json: bool, show: Any) -> int:
     for r in results:
         if "error" in r:
             print(f"{r['image']}: error: {r['error']}")
-            continue
+        else:
+            show(r)
+    if as_json:
+        print(json.dumps(results))
+    return 0 if all("error" not in r for r in results) else 2
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .loading import load_model
+    from .predict import predict_boxes, predict_images, predict_masks
+
+    model, meta = load_model(args.weights, args.model)
+    classes = meta.classes or []
+    out_dir = Path(args.out_dir)
+    if meta.task == "detection":
+        found = predict_boxes(model, classes, args.images, out_dir, args.score_threshold)
+
+        def show(r: dict[str, Any]) -> None:
+            shown = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"]) or "nothing"
+            print(f"{r['image']} -> {r['boxes_png']}  ({shown})")
+
+        return _print_results(found, args.json, show)
+    if meta.task == "segmentation":
+        written = predict_masks(model, classes, args.images, out_dir, size=args.img_size)
+        return _print_results(
+            written, args.json, lambda r: print(f"{r['image']} -> {r['overlay']}  ({r['summary']})")
+        )
+    results = predict_images(model, classes, args.images, img_size=args.img_size, topk=args.topk)
+
+    def show_top(r: dict[str, Any]) -> None:
         print(r["image"])
         for t in r["top"]:
             print(f"  {t['prob']:7.2%}  {t['class']}")
-    if args.json:
-        print(json.dumps(results))
-    return 0 if all("error" not in r for r in results) else 2
+
+    return _print_results(results, args.json, show_top)
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
@@ -288,7 +216,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
-    from .predict import load_model_for_export
+    from .loading import load_model
 
     if args.int8 and args.format != "onnx":
         raise SystemExit("mobilevit export: error: --int8 is for ONNX (onnxruntime static quantization)")
@@ -297,7 +225,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"mobilevit export: error: {flag} is for ONNX; a Core ML export takes a fixed batch of 1"
         )
-    model = load_model_for_export(args.weights, args.model)
+    model, meta = load_model(args.weights, args.model)
     if args.img_size:
         size = (args.img_size[0], args.img_size[-1])
     else:  # a detector's own input size (its anchors depend on it), else 256
@@ -314,7 +242,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         return 0
     if args.int8:
-        return _export_int8(args, model, size)
+        from .serialization import read_weights_meta
+
+        recorded = read_weights_meta(args.weights)  # files trained here record their classes
+        return _export_int8(args, model, size, recorded.classes if recorded else None)
     report = export_onnx(
         model,
         args.out,
@@ -332,17 +263,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_int8(args: argparse.Namespace, model: Any, size: tuple[int, int]) -> int:
+def _export_int8(
+    args: argparse.Namespace, model: Any, size: tuple[int, int], classes: list[str] | None
+) -> int:
     from .export import Int8NotFaster, export_int8
 
     if args.dynamic_hw:
         raise SystemExit(
             "mobilevit export: error: --dynamic-hw is refused (see docs); --int8 takes a fixed size"
         )
-    from .serialization import read_metadata
-
-    meta = read_metadata(args.weights)  # weights trained here record their classes
-    classes = json.loads(meta["classes"]) if "classes" in meta else None
     try:
         r = export_int8(
             model,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,46 +10,29 @@ from PIL import Image
 from torch import nn
 
 from .data import EvalTransform
-from .registry import create_model
-from .serialization import read_state_dict
+from .loading import imagenet_classes, load_model
+
+__all__ = [
+    "imagenet_classes",
+    "load_classifier",
+    "load_detector",
+    "load_segmenter",
+    "predict_boxes",
+    "predict_images",
+    "predict_masks",
+]
 
 
-def imagenet_classes() -> list[str]:
-    """The 1,000 ImageNet-1k class names that ship with torchvision (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+def _load_task(weights: str | Path, task: str, model_name: str | None = None) -> tuple[nn.Module, list[str]]:
+    model, meta = load_model(weights, model_name)
+    if meta.task != task:
+        raise ValueError(f"{weights} holds a {meta.task} model ({meta.arch}), not a {task} model")
+    return model, meta.classes  # type: ignore[return-value]
 
 
 def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple[nn.Module, list[str]]:
-    """A model and its class names from a weights file written by ``train`` or ``convert``.
-
-    The architecture, class count, class names and config overrides come from the file's
-    metadata; ``model_name`` is needed only for foreign checkpoints without it.
-    """
-    sd, meta = read_state_dict(weights)
-    name = model_name or meta.get("arch")
-    if not name:
-        raise ValueError(f"{weights}: no architecture recorded in the file; pass --model")
-    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
-    num_classes = int(meta["num_classes"]) if "num_classes" in meta else None
-    if num_classes is None:
-        fc = [
-            v
-            for k, v in sd.items()
-            if k.endswith("head.fc.weight") or k in ("classifier.weight", "classifier.fc.weight")
-        ]
-        num_classes = fc[0].shape[0] if fc else 1000
-    model = create_model(name, num_classes=num_classes, pretrained=weights, **overrides).eval()
-    if "img_size" in meta:  # trained here: evaluate the way training did
-        model.pretrained_cfg.update(crop_size=int(meta["img_size"]), resize_size=int(meta["eval_resize"]))
-    if "classes" in meta:
-        classes = json.loads(meta["classes"])
-    elif num_classes == 1000:
-        classes = imagenet_classes()
-    else:
-        classes = [str(i) for i in range(num_classes)]
-    return model, classes
+    """A classifier and its class names from a weights file (``load_model`` for one task)."""
+    return _load_task(weights, "classification", model_name)
 
 
 @torch.no_grad()
@@ -93,21 +75,7 @@ def predict_images(
 
 def load_segmenter(weights: str | Path) -> tuple[nn.Module, list[str]]:
     """A DeepLabv3 model and its class names from a segmentation weights file."""
-    sd, meta = read_state_dict(weights)
-    name = meta.get("arch")
-    if not name:
-        raise ValueError(f"{weights}: no architecture recorded in the file")
-    num_classes = int(meta.get("num_classes", sd["classifier.weight"].shape[0]))
-    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
-    model = create_model(name, num_classes=num_classes, pretrained=weights, **overrides).eval()
-    model.pretrained_cfg.update(eval_size=int(meta.get("eval_size", 512)))
-    from .data.voc import VOC_CLASSES
-
-    if "classes" in meta:
-        classes = json.loads(meta["classes"])
-    else:
-        classes = list(VOC_CLASSES) if num_classes == 21 else [str(i) for i in range(num_classes)]
-    return model, classes
+    return _load_task(weights, "segmentation")
 
 
 def colorize(mask: torch.Tensor) -> Image.Image:
@@ -176,23 +144,7 @@ def predict_masks(
 
 def load_detector(weights: str | Path) -> tuple[nn.Module, list[str]]:
     """An SSDLite model and its class names (index 0: background) from a detection weights file."""
-    from .convert import num_classes_of
-
-    sd, meta = read_state_dict(weights)
-    name = meta.get("arch")
-    if not name:
-        raise ValueError(f"{weights}: no architecture recorded in the file")
-    num_classes = int(meta.get("num_classes", num_classes_of(sd)))
-    overrides: dict[str, Any] = json.loads(meta.get("model_overrides", "{}"))
-    ssd: dict[str, Any] = json.loads(meta.get("ssd", "{}"))
-    if "image_size" in ssd:
-        ssd["image_size"] = tuple(ssd["image_size"])
-    model = create_model(name, num_classes=num_classes, pretrained=weights, ssd=ssd, **overrides).eval()
-    if "classes" in meta:
-        classes = json.loads(meta["classes"])
-    else:
-        classes = ["background", *(str(i) for i in range(1, num_classes))]
-    return model, classes
+    return _load_task(weights, "detection")
 
 
 @torch.no_grad()
@@ -252,14 +204,3 @@ def _box_palette(n: int) -> list[tuple[int, int, int]]:
 
     flat = voc_palette()
     return [tuple(flat[3 * i : 3 * i + 3]) for i in range(1, n + 1)] or [(255, 0, 0)]  # type: ignore[misc]
-
-
-def load_model_for_export(weights: str | Path, model_name: str | None = None) -> nn.Module:
-    """Any weights file (classifier, segmentation or detection; ours, or foreign with ``model_name``)
-    as an eval model."""
-    _, meta = read_state_dict(weights)
-    if meta.get("task") == "segmentation":
-        return load_segmenter(weights)[0]
-    if meta.get("task") == "detection":
-        return load_detector(weights)[0]
-    return load_classifier(weights, model_name)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,92 @@ def save_weights(
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+# --------------------------------------------------------------------------- the weights schema
+WEIGHTS_FORMAT = "mobilevit"
+_CORE_KEYS = ("format", "task", "arch", "num_classes", "classes", "model_overrides", "channel_order")
+_INT_EXTRAS = ("img_size", "eval_resize", "eval_size", "epoch")
+
+
+@dataclass
+class WeightsMeta:
+    """What a weights file of ours records besides its tensors (the safetensors header metadata).
+
+    ``extra`` holds the per-task and provenance fields: ``img_size`` / ``eval_resize``
+    (classification: how training evaluated), ``eval_size`` (segmentation), ``ssd`` and
+    ``cat_ids`` (detection), ``weights`` (raw or ema), ``epoch``, ``val_<metric>``,
+    ``converted_from`` and ``source_file`` (conversions).
+    """
+
+    arch: str
+    task: str = "classification"
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    channel_order: str = "RGB"
+    format: str = WEIGHTS_FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, str]:
+        """The header metadata: strings as they are, everything else JSON-encoded."""
+        core = {
+            "format": self.format,
+            "task": self.task,
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "classes": self.classes,
+            "model_overrides": self.model_overrides,
+            "channel_order": self.channel_order,
+        }
+        clash = set(self.extra) & set(core)
+        if clash:
+            raise ValueError(f"weights metadata: extra fields {sorted(clash)} would overwrite the schema's")
+        out = {k: v for k, v in {**core, **self.extra}.items() if v is not None}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in out.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], where: str = "weights file") -> WeightsMeta | None:
+        """Parse header metadata; None when it is not ours (no ``format: mobilevit``, no ``arch``).
+
+        Files from every earlier version of this package parse: the schema only names what they
+        already wrote.
+        """
+        if meta.get("format") != WEIGHTS_FORMAT or not meta.get("arch"):
+            return None
+        try:
+            num = meta.get("num_classes")
+            classes = json.loads(meta["classes"]) if "classes" in meta else None
+            overrides = json.loads(meta.get("model_overrides", "{}"))
+            extra = {k: _json_or_str(v) for k, v in meta.items() if k not in _CORE_KEYS}
+            for k in _INT_EXTRAS:
+                if k in extra:
+                    extra[k] = int(extra[k])
+            return cls(
+                arch=meta["arch"],
+                task=meta.get("task", "classification"),
+                num_classes=int(num) if num is not None else None,
+                classes=list(classes) if classes is not None else None,
+                model_overrides=dict(overrides),
+                channel_order=meta.get("channel_order", "RGB"),
+                extra=extra,
+            )
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{where}: damaged mobilevit metadata ({e})") from e
+
+
+def _json_or_str(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def write_weights(state_dict: Mapping[str, torch.Tensor], path: str | Path, meta: WeightsMeta) -> Path:
+    """The one writer of weights files: safetensors with :class:`WeightsMeta` in the header."""
+    return save_weights(state_dict, path, meta.to_metadata())
+
+
+def read_weights_meta(path: str | Path) -> WeightsMeta | None:
+    """The :class:`WeightsMeta` of a weights file (None for foreign checkpoints), tensors unread."""
+    return WeightsMeta.from_metadata(read_metadata(path), where=str(path))

@@ -254,8 +254,6 @@ def load_pretrained(
 
     Sets and returns ``model.pretrained_cfg``: the input convention the loaded model expects.
     """
-    from .convert import convert_state_dict, detect_source
-
     spec = WEIGHTS.get(str(pretrained))
     path = resolve_weights(spec.tag) if spec else Path(pretrained)
     if spec is None and not path.exists():
@@ -263,13 +261,28 @@ def load_pretrained(
             f"pretrained={pretrained!r} is neither a weight tag ({', '.join(list_weights())}) nor an existing path"
         )
     sd, meta = read_state_dict(path)
-    source = detect_source(sd, meta)
-    order = meta.get("channel_order", "RGB")
+    return apply_checkpoint(model, sd, meta, path, spec, reset_classifier)
+
+
+def apply_checkpoint(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    path: str | Path,
+    spec: WeightSpec | None = None,
+    reset_classifier: bool = False,
+) -> dict[str, Any]:
+    """Load a checkpoint already read (``read_state_dict``) into ``model``, converting a foreign
+    layout first; sets and returns ``model.pretrained_cfg``."""
+    from .convert import convert_state_dict, detect_source
+
+    source = detect_source(state_dict, metadata)
+    order = metadata.get("channel_order", "RGB")
     if source != "mobilevit":
-        sd, order = convert_state_dict(sd, source, to_rgb=True)
+        state_dict, order = convert_state_dict(state_dict, source, to_rgb=True)
     prefixes = getattr(model, "classifier_keys", ("head.fc.",))
     load_state_dict_checked(
-        model, sd, reset_classifier=reset_classifier, source=str(path), classifier_prefixes=prefixes
+        model, state_dict, reset_classifier=reset_classifier, source=str(path), classifier_prefixes=prefixes
     )
     cfg: dict[str, Any] = asdict(spec) if spec else {"tag": None, "mean": (0.0,) * 3, "std": (1.0,) * 3}
     cfg.update(file=str(path), source_format=source, channel_order=order)

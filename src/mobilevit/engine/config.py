@@ -1,7 +1,10 @@
 """Training configuration: dataclass defaults <- YAML recipe <- ``key=value`` overrides.
 
-Unknown keys and bad values are errors that list what is accepted, raised before any work.
-The resolved config is saved beside every run (``config.yaml``).
+The sections shared by every task (model, optim, ema, run) and the built-in tasks' data
+sections; the machinery that merges a recipe and overrides into them (:func:`build_config`).
+Which config class a recipe builds is the task table's business (``engine.recipe``). Unknown
+keys and bad values are errors that list what is accepted, raised before any work. The resolved
+config is saved beside every run (``config.yaml``).
 """
 
 from __future__ import annotations
@@ -137,7 +140,10 @@ class RunConfig:
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     max_steps: int = 0  # stop this process after N optimizer steps (writes a resume file); 0: off
     threads: int = 0  # torch CPU threads, 0: torch's default
-    progress: bool = True
+    progress: bool = True  # a progress bar (off: a log line every log_every steps, at INFO level)
+    # A run folder that already holds a resume file of the same config continues from it (what a
+    # restarted torchrun worker needs); a folder trained with another config is an error. Off: start over.
+    auto_resume: bool = True
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -302,9 +308,6 @@ class DetTrainConfig:
     to_dict = TrainConfig.to_dict
 
 
-TASKS = {"classification": TrainConfig, "segmentation": SegTrainConfig, "detection": DetTrainConfig}
-
-
 def _accepted(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -375,32 +378,39 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})"
+            ) from None
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Defaults, then the YAML recipe at ``path``, then ``overrides``; validated.
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe as a mapping; a missing file, bad YAML or a non-mapping is a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}:1: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
 
-    The recipe's (or an override's) ``task`` picks the config class: classification
-    (:class:`TrainConfig`, the default), segmentation (:class:`SegTrainConfig`) or detection
-    (:class:`DetTrainConfig`).
-    """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a recipe must be a mapping of sections")
-    extra = parse_overrides(overrides or [])
-    task = extra.get("task", data.get("task", "classification"))
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    cfg = TASKS[task]()
-    _merge(cfg, data, "")
-    _merge(cfg, extra, "")
+
+def build_config(cls: type, *layers: dict[str, Any]) -> Any:
+    """``cls()`` defaults with each mapping of ``layers`` merged on top in turn; validated."""
+    cfg = cls()
+    for layer in layers:
+        _merge(cfg, layer, "")
     return cfg.validate()
 
 

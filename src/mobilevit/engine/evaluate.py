@@ -1,0 +1,82 @@
+"""Evaluating a weights file on a validation split through its task's plug-in (no trainer built).
+
+What the file records (task, architecture, classes, how training evaluated) fills the config
+first; the recipe and ``key=value`` overrides, which say where the data is, go on top.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import MultiScaleBatchSampler
+from ..loading import load_model
+from ..serialization import WeightsMeta, read_weights_meta
+from . import dist as D
+from .recipe import load_config
+from .tasks import TASKS, RunContext
+from .trainer import build_loader
+
+
+def config_from_meta(meta: WeightsMeta) -> dict[str, Any]:
+    """The config settings a weights file implies (task, model, and the data sizes it trained at)."""
+    base: dict[str, Any] = {
+        "task": meta.task,
+        "model": {"name": meta.arch, "num_classes": meta.num_classes, "overrides": meta.model_overrides},
+    }
+    x = meta.extra
+    if meta.task == "classification" and "img_size" in x:
+        base["data"] = {"img_size": x["img_size"], "eval_resize": x.get("eval_resize", 0)}
+    elif meta.task == "segmentation" and "eval_size" in x:
+        base["data"] = {"eval_size": x["eval_size"]}
+    elif meta.task == "detection" and "ssd" in x:
+        ssd = dict(x["ssd"])
+        size = ssd.pop("image_size", None)
+        base["model"]["ssd"] = ssd
+        if size:
+            base["data"] = {"image_size": int(size[0])}
+    return base
+
+
+def evaluate_weights(
+    weights: str | Path,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """The validation metrics of ``weights`` (top-1 / top-5, mIoU, or COCO mAP by its task)."""
+    model, meta = load_model(weights, model_name)
+    base = config_from_meta(meta)
+    if config is None and meta.task == "classification" and "img_size" not in meta.extra:
+        base["data"] = {"img_size": model.pretrained_cfg.get("crop_size", 256)}  # type: ignore[union-attr]
+    cfg = load_config(config, [*(overrides or []), "ema.enabled=false", "run.progress=false"], base=base)
+    info = D.init_distributed(cfg.run.device)
+    try:
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        ctx = RunContext(info, fmt, cfg.run.bf16)
+        out = Path(cfg.run.out_dir)
+        task = TASKS[cfg.task](cfg, ctx, out)
+        D.main_first(info, task.prepare_data)
+        recorded = read_weights_meta(weights)  # the header again (no tensors): were classes recorded?
+        classes = recorded.classes if recorded is not None else None
+        _, val_ds = task.build_datasets(train=False, classes=classes)
+        b = task.batching()
+        sampler = MultiScaleBatchSampler(
+            len(val_ds), b.base_size, b.val_batch_size, None, False, False,
+            rank=info.rank, world_size=info.world_size, pad=False,
+        )  # fmt: skip
+        loader = build_loader(val_ds, sampler, task, cfg.data.num_workers, cfg.run.seed)
+        model = model.to(info.device).to(memory_format=fmt)
+        result = task.evaluate(model, loader)
+    finally:
+        D.cleanup(info)
+    result.update(
+        weights=str(weights), task=meta.task, arch=meta.arch, split=task.split_name(), images=len(val_ds)
+    )
+    if "iou" in result and isinstance(result["iou"], list):
+        result["iou"] = dict(zip(task.classes, result["iou"], strict=True))
+    return result
