@@ -23,7 +23,7 @@ from mobilevit.data import write_shapes
 from mobilevit.data.synthetic import write_shapes_coco, write_shapes_voc
 from mobilevit.engine import ConfigError, Trainer, TrainingError, load_config, train
 from mobilevit.engine import config as C
-from mobilevit.engine.checkpoint import ResumeError, load_resume, save_resume
+from mobilevit.engine.checkpoint import ResumeError, load_resume
 from mobilevit.loading import load_model
 from mobilevit.serialization import WeightsMeta, read_weights_meta, save_weights
 
@@ -108,7 +108,7 @@ def test_a_pickle_that_runs_code_is_refused_everywhere(tmp_path, data, capsys):
     run = tmp_path / "run"
     cls = overrides("classification", data, run, "optim.epochs=1")
 
-    with pytest.raises(ResumeError, match="refused, it holds objects that only the full unpickler"):
+    with pytest.raises(ResumeError, match=r"refused, it holds objects \(io.open\) that only the full unpickler"):
         load_resume(evil)
     assert main(["train", *cls, "--resume", str(evil)]) == 2
     assert "evil.pt: refused" in capsys.readouterr().err
@@ -168,7 +168,9 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(task, tmp_pat
 
     resumed = train(cfg_for(task, data, tmp_path / "cut", *extra))  # run.auto_resume: same folder
     assert resumed["global_step"] == full["global_step"] and resumed["stopped"] is None
-    assert max_weight_diff(tmp_path / "full" / "last.safetensors", tmp_path / "cut" / "last.safetensors") <= 1e-6
+    assert (
+        max_weight_diff(tmp_path / "full" / "last.safetensors", tmp_path / "cut" / "last.safetensors") <= 1e-6
+    )
     ema_a = torch.load(tmp_path / "full" / "resume.pt", weights_only=True)["ema"]["module"]
     ema_b = torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["ema"]["module"]
     assert max((ema_a[k].double() - ema_b[k].double()).abs().max().item() for k in ema_a) <= 1e-6
@@ -180,7 +182,9 @@ def test_auto_resume_refuses_a_folder_of_another_config(tmp_path, data):
     out = tmp_path / "run"
     first = train(cfg_for("classification", data, out, "optim.epochs=2", "run.max_steps=3"))
     assert first["stopped"] == "run.max_steps=3"
-    with pytest.raises(TrainingError, match=r"another config \(optim.lr: 0.002 -> 0.001\).*auto_resume=false"):
+    with pytest.raises(
+        TrainingError, match=r"another config \(optim.lr: 0.002 -> 0.001\).*auto_resume=false"
+    ):
         Trainer(cfg_for("classification", data, out, "optim.epochs=2", "optim.lr=1e-3"))
     fresh = Trainer(cfg_for("classification", data, out, "optim.epochs=2", "run.auto_resume=false"))
     assert fresh.state.global_step == 0
@@ -191,7 +195,9 @@ def test_auto_resume_refuses_a_folder_of_another_config(tmp_path, data):
 # ------------------------------------------------------------------ gradient accumulation
 @pytest.mark.parametrize("task", TASKS)
 def test_accumulation_averages_its_micro_batches(task, tmp_path, data):
-    trainer = Trainer(cfg_for(task, data, tmp_path / "run", "optim.epochs=1", "optim.accum_steps=4", "ema.enabled=false"))
+    trainer = Trainer(
+        cfg_for(task, data, tmp_path / "run", "optim.epochs=1", "optim.accum_steps=4", "ema.enabled=false")
+    )
     start = copy.deepcopy(trainer.model)
     loss, micro = trainer.task.loss, []
 
@@ -205,7 +211,9 @@ def test_accumulation_averages_its_micro_batches(task, tmp_path, data):
     def before_step(opt, args, kwargs):
         steps[0] += 1
         if not first_update:
-            first_update.update({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+            first_update.update(
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+            )
 
     trainer.optimizer.register_step_pre_hook(before_step)
     summary = trainer.fit()
@@ -222,7 +230,10 @@ def test_accumulation_averages_its_micro_batches(task, tmp_path, data):
         params = dict(start.named_parameters())
         for k in expected:
             expected[k] += params[k].grad / 4
-    worst = max(((first_update[k] - expected[k]).abs().max() / (expected[k].abs().max() + 1e-8)).item() for k in expected)
+    worst = max(
+        ((first_update[k] - expected[k]).abs().max() / (expected[k].abs().max() + 1e-8)).item()
+        for k in expected
+    )
     assert worst <= 1e-4
 
 
@@ -255,17 +266,20 @@ def test_a_worker_killed_mid_run_is_restarted_by_torchrun_and_ends_as_an_uninter
     r = json.loads(Path(f"{res}.rank0").read_text())
     assert r["attempt"] == 1 and r["stopped"] is None and r["epochs_done"] == 2
     assert r["calls"] == 8  # the restart continued from the end of epoch 1: one epoch of 8 micro-batches
-    full = train(load_config(None, [*args[:-1], f"run.out_dir={tmp_path / 'full'}"]))
+    full = train(cfg_for("classification", data, tmp_path / "full", "optim.epochs=2"))
     assert r["global_step"] == full["global_step"]
-    assert max_weight_diff(tmp_path / "full" / "last.safetensors", tmp_path / "run" / "last.safetensors") <= 1e-6
+    assert (
+        max_weight_diff(tmp_path / "full" / "last.safetensors", tmp_path / "run" / "last.safetensors") <= 1e-6
+    )
 
 
 # ------------------------------------------------------------------ kill -9 while writing
+BIG = torch.arange(4_000_000, dtype=torch.float64)
 WRITER = """
 import sys, torch
 from mobilevit.engine.checkpoint import save_resume
 path, i = sys.argv[1], 0
-big = torch.randn(4_000_000)
+big = torch.arange(4_000_000, dtype=torch.float64)
 while True:
     i += 1
     save_resume(path, {"i": i, "big": big + i})
@@ -276,14 +290,15 @@ while True:
 def test_kill_9_never_leaves_a_broken_resume_file(tmp_path):
     path = tmp_path / "resume.pt"
     last = 0
-    for delay in (0.9, 1.3, 1.7, 2.2):
+    for delay in (0.0, 0.03, 0.07, 0.11, 0.19):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        written = [int(proc.stdout.readline())]  # one file written: from here on a kill lands anywhere
         time.sleep(delay)
-        proc.kill()  # SIGKILL, wherever it is: often inside torch.save
-        written = [int(x) for x in proc.communicate()[0].split()]
+        proc.kill()  # SIGKILL: often inside torch.save or the rename
+        written += [int(x) for x in proc.communicate()[0].split()]
         state = load_resume(path)  # the previous file or the new one, whole
-        assert state["i"] in (written[-1], written[-1] + 1) if written else state["i"] >= 1
-        assert torch.equal(state["big"][:3] - state["i"], state["big"][:3] - state["i"])
+        assert state["i"] in (written[-1], written[-1] + 1)
+        assert torch.equal(state["big"], BIG + state["i"])
         assert state["i"] >= last
         last = state["i"]
     assert len(list(tmp_path.glob(".resume.pt.*.tmp"))) <= 1  # stale temp files are cleared
@@ -297,9 +312,9 @@ def _record_reads(monkeypatch):
     classes = [v for v in vars(C).values() if dataclasses.is_dataclass(v) and isinstance(v, type)]
 
     def getter(self, name):
-        if not name.startswith("_") and name in type(self).__dataclass_fields__:
-            if sys._getframe(1).f_code.co_filename not in skip:
-                reads.add((type(self).__name__, name))
+        fields = type(self).__dataclass_fields__
+        if name in fields and sys._getframe(1).f_code.co_filename not in skip:
+            reads.add((type(self).__name__, name))
         return object.__getattribute__(self, name)
 
     for cls in classes:
@@ -316,13 +331,35 @@ def _fields_of(cfg) -> set[tuple[str, str]]:
     return out
 
 
+# Some keys are read only in one mode (the builtin_* sizes for a generated set, the COCO paths for
+# a COCO folder): each task trains in one mode and is evaluated in the other.
+READS_RUNS = {
+    "classification": (
+        ["data.dataset=folder"],
+        ["data.dataset=shapes", "data.root={tmp}/shapes", "data.builtin_size=32"],
+    ),
+    "segmentation": (["data.dataset=shapes"], ["data.dataset=voc"]),
+    "detection": (
+        [
+            "data.dataset=coco", "data.train_images=train", "data.val_images=val",
+            "data.train_annotations=annotations/instances_train.json",
+            "data.val_annotations=annotations/instances_val.json",
+        ],
+        ["data.dataset=shapes"],
+    ),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_every_config_key_is_read_by_the_engine(task, tmp_path, data, monkeypatch):
-    cfg = cfg_for(task, data, tmp_path / "run", "optim.epochs=1", "ema.recalibrate_bn=1", "run.max_steps=50")
+    train_mode, eval_mode = READS_RUNS[task]
+    extra = ["optim.epochs=1", "ema.recalibrate_bn=1", "run.max_steps=1000", *train_mode]
+    cfg = cfg_for(task, data, tmp_path / "run", *extra)
     _, reads = _record_reads(monkeypatch)
     train(cfg)
     weights = tmp_path / "run" / "best.safetensors"
-    assert main(["eval", str(weights), *overrides(task, data, tmp_path / "ev")[3:]]) == 0
+    ev = [o.format(tmp=tmp_path) for o in eval_mode]
+    assert main(["eval", str(weights), *overrides(task, data, tmp_path / "ev")[3:], *ev]) == 0
     never = sorted(f"{cls}.{name}" for cls, name in _fields_of(cfg) - reads)
     assert never == [], f"accepted but never read: {never}"
 
@@ -340,13 +377,15 @@ def test_a_recipe_that_is_not_yaml_or_not_a_mapping_is_a_one_line_error(tmp_path
     listed.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="list.yaml:1: a recipe must be a mapping"):
         load_config(listed)
-    with pytest.raises(ConfigError, match="override 'optim.betas=\\[0.9' .* not valid YAML"):
+    with pytest.raises(ConfigError, match=r"override 'optim.betas=\[0.9': the value is not valid YAML"):
         load_config(None, ["data.dataset=digits", "optim.betas=[0.9"])
 
 
 # ------------------------------------------------------------------ the weights schema
 def test_weights_meta_round_trips_and_old_files_still_load(tmp_path):
-    meta = WeightsMeta("mobilevit_xxs", num_classes=3, classes=["a", "b", "c"], extra={"img_size": 64, "epoch": 2})
+    meta = WeightsMeta(
+        "mobilevit_xxs", num_classes=3, classes=["a", "b", "c"], extra={"img_size": 64, "epoch": 2}
+    )
     assert WeightsMeta.from_metadata(meta.to_metadata()) == meta
     # a classifier written by the writer before this schema: no task, numbers as strings
     model = create_model("mobilevit_xxs", num_classes=3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ def save_resume(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": RESUME_FORMAT, "version": RESUME_VERSION, **state}
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -81,6 +84,11 @@ def save_resume(path: str | Path, state: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _last_line(e: Exception) -> str:
+    lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Check the documentation")]
+    return lines[-1] if lines else type(e).__name__
 
 
 def resume_path(path: str | Path) -> Path:
@@ -101,10 +109,13 @@ def load_resume(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:  # not a pickle of ours at all (garbage, truncated)
+            raise ResumeError(f"{path}: not a readable resume file ({_last_line(e)})") from e
         raise ResumeError(
-            f"{path}: refused, it holds objects that only the full unpickler can build, and building them "
-            "could run code. Resume files written by mobilevit hold tensors and plain values only (older "
-            f"ones, from before this check, cannot be resumed: start the run again). ({str(e).splitlines()[0]})"
+            f"{path}: refused, it holds objects ({found.group(1)}) that only the full unpickler can build, "
+            "and building them could run code. Resume files written by mobilevit hold tensors and plain "
+            "values only (older ones, from before this check, cannot be resumed: start the run again)"
         ) from e
     except Exception as e:  # truncated or not a torch file: many exception types, one meaning
         raise ResumeError(f"{path}: not a readable resume file ({type(e).__name__}: {e})") from e

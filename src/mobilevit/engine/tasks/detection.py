@@ -16,7 +16,7 @@ from torch import nn
 
 from ...data.coco import CocoDetection, DetEvalTransform, DetTrainTransform, collate_detection
 from ...data.synthetic import write_shapes_coco
-from ..config import DetTrainConfig
+from ..config import ConfigError, DetTrainConfig
 from ..errors import TrainingError
 from ..metrics import coco_evaluate
 from .base import Batching, KeyedDataset, StepOutput, Task
@@ -28,6 +28,14 @@ class Detection(Task):
     config_cls = DetTrainConfig
     metric = "map"
     metric_label = "COCO mAP@[.5:.95]"
+
+    def __init__(self, cfg: DetTrainConfig, ctx: Any, out: Path) -> None:
+        super().__init__(cfg, ctx, out)
+        if cfg.optim.label_smoothing:
+            raise ConfigError(
+                f"optim.label_smoothing={cfg.optim.label_smoothing}: SSD's classification loss (torchvision, "
+                "with hard-negative mining) has no label smoothing; set it to 0 for detection"
+            )
 
     def prepare_data(self) -> None:
         d = self.cfg.data
