@@ -108,7 +108,9 @@ def test_a_pickle_that_runs_code_is_refused_everywhere(tmp_path, data, capsys):
     run = tmp_path / "run"
     cls = overrides("classification", data, run, "optim.epochs=1")
 
-    with pytest.raises(ResumeError, match=r"refused, it holds objects \(io.open\) that only the full unpickler"):
+    with pytest.raises(
+        ResumeError, match=r"refused, it holds objects \(io.open\) that only the full unpickler"
+    ):
         load_resume(evil)
     assert main(["train", *cls, "--resume", str(evil)]) == 2
     assert "evil.pt: refused" in capsys.readouterr().err

@@ -87,7 +87,9 @@ def save_resume(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def _last_line(e: Exception) -> str:
-    lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Check the documentation")]
+    lines = [
+        x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Check the documentation")
+    ]
     return lines[-1] if lines else type(e).__name__
 
 
