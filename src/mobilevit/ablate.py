@@ -43,6 +43,7 @@ import yaml
 
 from .engine import load_config, train
 from .engine.config import parse_overrides
+from .engine.trainer import VOLATILE_KEYS  # settings that do not change what a run computes
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("runs") / "ablations"
@@ -105,9 +106,6 @@ KNOB_LABELS = {
     "optim.label_smoothing": "label smoothing",
 }
 MODEL_OVERRIDES = "model.overrides."
-# run settings that do not change what a run computes: a run folder made with other values of
-# these is still the same run (e.g. one interrupted with run.max_steps, resumed without it)
-VOLATILE_KEYS = {"run.max_steps", "run.progress", "run.log_every", "run.threads", "run.max_nonfinite"}
 OUTPUT_FILES = ("results.csv", "results.md", "runs.csv", "curves.csv")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _STUDY_KEYS = {"study", "recipe", "reference", "variants"}

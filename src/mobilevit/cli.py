@@ -137,8 +137,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         args.src, args.out, source=args.source, model_name=args.model, to_rgb=not args.keep_bgr
     )
     print(
-        f"wrote {args.out}: {meta['arch']} ({meta['num_classes']} classes) from {meta['converted_from']}, "
-        f"takes {meta['channel_order']} input"
+        f"wrote {args.out}: {meta.arch} ({meta.num_classes} classes) from {meta.extra['converted_from']}, "
+        f"takes {meta.channel_order} input"
     )
     return 0
 

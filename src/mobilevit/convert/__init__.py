@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from ..serialization import read_state_dict, save_weights
+from ..serialization import WeightsMeta, read_state_dict, write_weights
 from . import cvnets, timm, transformers
 from .common import ConversionError, flip_input_channels
 
@@ -27,7 +26,7 @@ __all__ = [
 
 def detect_source(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Which layout a state dict is in: ``mobilevit`` (ours), ``timm``, ``transformers`` or ``cvnets``."""
-    if metadata and metadata.get("format") == "mobilevit":
+    if metadata and WeightsMeta.from_metadata(metadata) is not None:
         return "mobilevit"
     if "stem.norm.weight" in state_dict or "backbone.stem.norm.weight" in state_dict:
         return "mobilevit"
@@ -130,7 +129,7 @@ def convert_file(
     source: str | None = None,
     model_name: str | None = None,
     to_rgb: bool = True,
-) -> dict[str, Any]:
+) -> WeightsMeta:
     """Convert a checkpoint file or folder to our safetensors format and verify it loads.
 
     Returns the metadata written next to the weights.
@@ -151,14 +150,12 @@ def convert_file(
     num_classes = num_classes_of(converted)
     model = create_model(name, num_classes=num_classes)
     load_state_dict_checked(model, converted, source=str(src))  # proves it loads, strictly
-    meta = {
-        "format": "mobilevit",
-        "arch": name,
-        "task": task,
-        "num_classes": num_classes,
-        "channel_order": order,
-        "converted_from": source,
-        "source_file": Path(src).name,
-    }
-    save_weights(converted, out, meta)
+    meta = WeightsMeta(
+        arch=name,
+        task=task,
+        num_classes=num_classes,
+        channel_order=order,
+        extra={"converted_from": source, "source_file": Path(src).name},
+    )
+    write_weights(converted, out, meta)
     return meta

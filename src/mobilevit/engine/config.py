@@ -134,7 +134,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # autocast to bfloat16
-    channels_last: bool = False
+    # channels-last memory: auto = on for CPU runs where oneDNN runs the convolutions and for bf16 on
+    # CUDA (measured faster for ours and timm alike: docs/train_throughput.md); true / false force it
+    channels_last: str = "auto"
     eval_every: int = 1  # epochs
     log_every: int = 10  # steps between progress-bar refreshes of the loss
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
@@ -148,6 +150,9 @@ class RunConfig:
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"run.device must be auto, cpu or cuda, got {self.device!r}")
+        self.channels_last = str(self.channels_last).lower()
+        if self.channels_last not in ("auto", "true", "false"):
+            raise ConfigError(f"run.channels_last must be auto, true or false, got {self.channels_last!r}")
         if self.eval_every < 1 or self.log_every < 1 or self.max_nonfinite < 1 or self.max_steps < 0:
             raise ConfigError(
                 "run.eval_every, run.log_every and run.max_nonfinite must be >= 1, run.max_steps >= 0"

@@ -17,7 +17,7 @@ from ..serialization import WeightsMeta, read_weights_meta
 from . import dist as D
 from .recipe import load_config
 from .tasks import TASKS, RunContext
-from .trainer import build_loader
+from .trainer import build_loader, use_channels_last
 
 
 def config_from_meta(meta: WeightsMeta) -> dict[str, Any]:
@@ -51,12 +51,16 @@ def evaluate_weights(
     base = config_from_meta(meta)
     if config is None and meta.task == "classification" and "img_size" not in meta.extra:
         base["data"] = {"img_size": model.pretrained_cfg.get("crop_size", 256)}  # type: ignore[union-attr]
-    cfg = load_config(config, [*(overrides or []), "ema.enabled=false", "run.progress=false"], base=base)
+    cfg = load_config(config, overrides, base=base)
     info = D.init_distributed(cfg.run.device)
     try:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
-        fmt = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        fmt = (
+            torch.channels_last
+            if use_channels_last(cfg.run.channels_last, info.device)
+            else torch.contiguous_format
+        )
         ctx = RunContext(info, fmt, cfg.run.bf16)
         out = Path(cfg.run.out_dir)
         task = TASKS[cfg.task](cfg, ctx, out)

@@ -73,6 +73,25 @@ class TrainState:
     seen_files: int = 0
 
 
+def use_channels_last(setting: str, device: torch.device, bf16: bool = False) -> bool:
+    """``run.channels_last`` resolved: ``auto`` is on for CPU runs where PyTorch has oneDNN (its
+    channels-last convolution kernels skip the layout reorders of its NCHW path, forward and
+    backward) and for bf16 on CUDA (tensor-core convolutions are NHWC)."""
+    if setting != "auto":
+        return setting == "true"
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available()
+    return device.type == "cuda" and bf16
+
+
+@dataclass
+class Window:
+    """The micro-batches of one optimizer step: all finite so far, and any trained on."""
+
+    ok: bool = True
+    used: bool = False
+
+
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"run": {"seed": 0}}`` -> ``{"run.seed": 0}`` (config overrides stay one value)."""
     out: dict[str, Any] = {}
@@ -115,12 +134,14 @@ class Trainer:
         if r.threads:
             torch.set_num_threads(r.threads)
         self.out = Path(r.out_dir)
+        self._auto_state: dict[str, Any] | None = None
         self.resume_from = self._resume_source(resume)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
         torch.manual_seed(r.seed + self.info.rank)
-        fmt = torch.channels_last if r.channels_last else torch.contiguous_format
+        channels_last = use_channels_last(r.channels_last, self.info.device, r.bf16)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.ctx = RunContext(self.info, fmt, r.bf16)
         self.task: Task = TASKS[cfg.task](cfg, self.ctx, self.out)
         # rank 0 writes a built-in set; the others then only read it
@@ -137,7 +158,7 @@ class Trainer:
             reset_classifier=m.reset_classifier,
             **self.task.model_kwargs(),
         )
-        self.model, self.ddp, _ = D.place_model(model, self.info, r.channels_last)
+        self.model, self.ddp, _ = D.place_model(model, self.info, channels_last)
         self.optimizer = torch.optim.AdamW(
             self.task.param_groups(self.model), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
         )
@@ -188,7 +209,7 @@ class Trainer:
         path = self.out / RESUME_NAME
         if not self.cfg.run.auto_resume or not path.is_file():
             return None
-        saved = load_resume(path)
+        saved = self._auto_state = load_resume(path)
         diff = config_differences(saved.get("config", {}), self.cfg.to_dict())
         if diff:
             raise TrainingError(
@@ -218,7 +239,8 @@ class Trainer:
         return save_resume(self.out / RESUME_NAME, self.resume_state())
 
     def _load_resume(self, path: str | Path) -> None:
-        st = load_resume(path)
+        st = self._auto_state if self._auto_state is not None else load_resume(path)
+        self._auto_state = None
         if st.get("task", self.task.name) != self.task.name:
             raise TrainingError(
                 f"resume file {path} is of a {st['task']} run, this is a {self.task.name} run"
@@ -334,6 +356,22 @@ class Trainer:
         self.scheduler.step()
         self.state.global_step += 1
 
+    def process(self, batch: Any, boundary: bool, window: Window, sums: dict[str, Any]) -> int:
+        """One micro-batch as the loop runs it: bad-sample accounting, the ranks' agreement that
+        it is usable, forward and backward, and at an accumulation ``boundary`` the optimizer
+        step (skipped when a loss of the window was non-finite). Returns the samples drawn."""
+        st = self.state
+        seen = self._account_bad(batch)
+        if window.ok and not self._agree(not self.task.usable(batch)):
+            window.ok = self.train_step(batch, boundary, sums)
+            window.used = True
+        st.step_in_epoch += 1
+        if boundary:
+            st.skipped_steps += not window.ok
+            self.optimizer_step(skip=not (window.ok and window.used))
+            window.ok, window.used = True, False
+        return seen
+
     def train_one_epoch(self) -> dict[str, float] | None:
         """The epoch's train metrics, or None when stopped early (signal / max_steps)."""
         cfg, st = self.cfg, self.state
@@ -352,20 +390,12 @@ class Trainer:
                 leave=False,
             )
         sums: dict[str, Any] = {}
-        t0, images, window_ok, window_used = time.perf_counter(), 0, True, False
+        t0, images, window = time.perf_counter(), 0, Window()
         for batch in self.train_loader:
             micro = st.step_in_epoch
-            images += self._account_bad(batch)
             last = micro == n_batches - 1
             boundary = (micro + 1) % self.accum == 0 or last
-            if window_ok and not self._agree(not self.task.usable(batch)):
-                window_ok = self.train_step(batch, boundary, sums)
-                window_used = True
-            st.step_in_epoch += 1
-            if boundary:
-                st.skipped_steps += not window_ok
-                self.optimizer_step(skip=not (window_ok and window_used))
-                window_ok, window_used = True, False
+            images += self.process(batch, boundary, window, sums)
             if micro % self.log_every == 0 or last:
                 self._show(progress, sums, images, t0, micro, n_batches)
             elif progress is not None:
@@ -484,8 +514,8 @@ class Trainer:
             "out_dir": str(self.out),
             "task": self.task.name,
         }
-        if self.info.is_main and self.stopped is None:
-            self._write_report(summary)
+        if self.info.is_main and self.stopped is None and st.global_step > self._steps_at_start:
+            self._write_report(summary)  # (a finished run resumed again trains nothing: its report stays)
         return summary
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
