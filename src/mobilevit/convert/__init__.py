@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..serialization import WeightsMeta, read_state_dict, write_weights
+from ..serialization import WEIGHTS_FORMAT, WeightsMeta, read_state_dict, write_weights
 from . import cvnets, timm, transformers
 from .common import ConversionError, flip_input_channels
 
@@ -26,7 +26,7 @@ __all__ = [
 
 def detect_source(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Which layout a state dict is in: ``mobilevit`` (ours), ``timm``, ``transformers`` or ``cvnets``."""
-    if metadata and WeightsMeta.from_metadata(metadata) is not None:
+    if metadata and metadata.get("format") == WEIGHTS_FORMAT:
         return "mobilevit"
     if "stem.norm.weight" in state_dict or "backbone.stem.norm.weight" in state_dict:
         return "mobilevit"
