@@ -36,13 +36,8 @@ from _common import REPO, print_json_last, write_doc
 
 import mobilevit
 from mobilevit.bench import count_flops, count_params, machine_info
-from mobilevit.bench_paths import (
-    PathResult,
-    best_row,
-    format_path_table,
-    peak_matmul_gflops,
-    run_side_by_side,
-)
+from mobilevit.bench.paths import PathResult, best_row, format_path_table, run_side_by_side
+from mobilevit.bench.timing import peak_matmul_gflops
 
 TIMM_FP32_PATHS = ("eager", "channels_last", "compiled", "onnxruntime")
 # our int8 paths: onnxruntime static quantization, and PyTorch's x86 int8 (PT2E + inductor, oneDNN)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobilevit.bench_paths import HF_CONFIGS  # transformers configs of the three variants (one copy)
+from mobilevit.bench.peers import HF_CONFIGS  # transformers configs of the three variants (one copy)
 
 __all__ = ["FIXTURES", "HF_CONFIGS", "REPO", "VARIANTS", "max_diff", "randomize"]
 

@@ -5,13 +5,8 @@ import json
 import pytest
 import torch
 
-from mobilevit.bench_paths import (
-    InferencePath,
-    build_paths,
-    check_agreement,
-    measure_alternating,
-    peak_matmul_gflops,
-)
+from mobilevit.bench.paths import build_paths, check_agreement
+from mobilevit.bench.timing import InferencePath, measure_alternating, peak_matmul_gflops
 from mobilevit.cli import main
 
 pytest.importorskip("timm")

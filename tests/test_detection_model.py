@@ -7,8 +7,8 @@ from _utils import FIXTURES
 from mobilevit import create_model
 from mobilevit.cli import main
 from mobilevit.heads.ssdlite import SSDLite
-from mobilevit.serialization import read_state_dict
 from mobilevit.weights import CheckpointMismatchError
+from mobilevit.weights.serialization import read_state_dict
 
 PARAMS = {  # at 81 classes; the XXS count is ml-cvnets' own (fixtures manifest)
     "ssdlite_mobilevit_xxs": 1_755_050,
@@ -126,7 +126,7 @@ def test_eval_returns_detections_in_input_pixels_and_decode_matches():
 
 
 def test_new_class_count_needs_reset_classifier(tmp_path):
-    from mobilevit.serialization import save_weights
+    from mobilevit.weights.serialization import save_weights
 
     src = create_model("ssdlite_mobilevit_xxs", num_classes=81)
     path = tmp_path / "coco.safetensors"

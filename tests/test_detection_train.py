@@ -13,7 +13,7 @@ from mobilevit.cli import main
 from mobilevit.data.synthetic import write_shapes_coco
 from mobilevit.engine import ConfigError, Trainer, TrainingError, load_config, train
 from mobilevit.engine.config import DetTrainConfig
-from mobilevit.serialization import read_state_dict
+from mobilevit.weights.serialization import read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_train_resume_eval_predict(coco_root, tmp_path, capsys):
 
 def test_predict_reports_unreadable_images(coco_root, tmp_path, capsys):
     model = create_model("ssdlite_mobilevit_xxs", num_classes=5, ssd={"image_size": (96, 96)})
-    from mobilevit.serialization import save_weights
+    from mobilevit.weights.serialization import save_weights
 
     weights = tmp_path / "w.safetensors"
     meta = {"format": "mobilevit", "task": "detection", "arch": "ssdlite_mobilevit_xxs", "num_classes": 5}
@@ -140,7 +140,7 @@ def test_bad_setups_fail_before_training(coco_root, tmp_path):
 
 
 def test_backbone_weights_from_a_classifier(tmp_path):
-    from mobilevit.serialization import save_weights
+    from mobilevit.weights.serialization import save_weights
 
     cls = create_model("mobilevit_xxs", num_classes=10)
     for p in cls.parameters():

@@ -25,7 +25,7 @@ from mobilevit.engine import ConfigError, Trainer, TrainingError, load_config, t
 from mobilevit.engine import config as C
 from mobilevit.engine.checkpoint import ResumeError, load_resume
 from mobilevit.loading import load_model
-from mobilevit.serialization import WeightsMeta, read_weights_meta, save_weights
+from mobilevit.weights.serialization import WeightsMeta, read_weights_meta, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "workers" / "engine_worker.py"

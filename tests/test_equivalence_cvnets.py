@@ -7,10 +7,10 @@ import torch
 from _utils import FIXTURES, VARIANTS, max_diff
 
 from mobilevit import create_model
-from mobilevit.convert import convert_state_dict, detect_source
-from mobilevit.convert.cvnets import BACKBONE_RULES
-from mobilevit.serialization import read_state_dict
 from mobilevit.weights import load_state_dict_checked
+from mobilevit.weights.convert import convert_state_dict, detect_source
+from mobilevit.weights.convert.cvnets import BACKBONE_RULES
+from mobilevit.weights.serialization import read_state_dict
 
 pytestmark = pytest.mark.skipif(
     not FIXTURES.is_dir(), reason=f"ml-cvnets fixtures not found at {FIXTURES} (set MOBILEVIT_FIXTURES)"

@@ -9,8 +9,8 @@ import torch
 from _utils import HF_CONFIGS, VARIANTS, max_diff, randomize
 
 from mobilevit import create_model
-from mobilevit.convert import convert_state_dict
 from mobilevit.weights import load_state_dict_checked
+from mobilevit.weights.convert import convert_state_dict
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

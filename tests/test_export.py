@@ -7,7 +7,7 @@ from _utils import max_diff, randomize
 from mobilevit import create_model, optimize_for_inference
 from mobilevit.cli import main
 from mobilevit.export import ExportError, export_onnx, fold_batchnorm
-from mobilevit.serialization import save_weights
+from mobilevit.weights.serialization import save_weights
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s", "deeplabv3_mobilevit_xxs"])

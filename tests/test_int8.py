@@ -13,8 +13,9 @@ from mobilevit.cli import main  # noqa: E402
 from mobilevit.data import write_digits  # noqa: E402
 from mobilevit.export import ExportError, Int8NotFaster, export_int8  # noqa: E402
 from mobilevit.export import int8 as int8_mod  # noqa: E402
-from mobilevit.export.int8 import _batches, load_int8_data  # noqa: E402
-from mobilevit.serialization import save_weights  # noqa: E402
+from mobilevit.export.batches import padded_batches  # noqa: E402
+from mobilevit.export.int8 import load_int8_data  # noqa: E402
+from mobilevit.weights.serialization import save_weights  # noqa: E402
 
 SIZE = (64, 64)
 
@@ -57,7 +58,7 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, digits, caplog):
 
 def test_batches_pad_the_last_one():
     x = np.arange(5, dtype=np.float32).reshape(5, 1)
-    got = _batches(x, 2)
+    got = padded_batches(x, 2)
     assert [n for _, n in got] == [2, 2, 1]
     assert got[-1][0].ravel().tolist() == [4.0, 4.0]
 

@@ -4,7 +4,7 @@ import torch
 import mobilevit
 from mobilevit import create_model, list_models
 from mobilevit.bench import count_flops, count_params
-from mobilevit.blocks import fold_patches, set_patch_layout, unfold_patches
+from mobilevit.models.blocks import fold_patches, set_patch_layout, unfold_patches
 
 EXPECTED_PARAMS = {"mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632}
 EXPECTED_GMACS = {"mobilevit_xxs": 0.41, "mobilevit_xs": 1.03, "mobilevit_s": 2.00}

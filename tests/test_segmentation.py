@@ -14,14 +14,14 @@ from PIL import Image
 from mobilevit import create_model
 from mobilevit.bench import count_params
 from mobilevit.cli import main
-from mobilevit.convert import convert_with_task
 from mobilevit.data import DataError
 from mobilevit.data.synthetic import write_shapes_voc
 from mobilevit.data.voc import SegEvalTransform, SegTrainTransform, VOCSegmentation, voc_palette
 from mobilevit.engine import Trainer, TrainingError, load_config, train
 from mobilevit.engine.metrics import ConfusionMatrix
-from mobilevit.serialization import read_state_dict
 from mobilevit.weights import load_state_dict_checked
+from mobilevit.weights.convert import convert_with_task
+from mobilevit.weights.serialization import read_state_dict
 
 PARAMS = {
     "deeplabv3_mobilevit_xxs": 1_854_853,

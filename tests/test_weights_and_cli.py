@@ -8,8 +8,8 @@ from _utils import FIXTURES, HF_CONFIGS, max_diff, randomize
 
 from mobilevit import create_model
 from mobilevit.cli import main
-from mobilevit.serialization import CheckpointError, read_state_dict, save_weights
 from mobilevit.weights import WEIGHTS, CheckpointMismatchError, cache_dir, list_weights
+from mobilevit.weights.serialization import CheckpointError, read_state_dict, save_weights
 
 timm = pytest.importorskip("timm")
 

@@ -1,10 +1,17 @@
 """MobileViT (Mehta & Rastegari, ICLR 2022) in PyTorch."""
 
-from . import variants as _variants  # noqa: F401  (registers the models)
-from .backbone import FeatureInfo, MobileViT
-from .config import MobileViTConfig, StageSpec
-from .export.fast import optimize_for_inference
-from .registry import create_model, list_models, register_model
+from . import heads as _heads  # noqa: F401  (registers DeepLabv3 and SSDLite)
+from .export.optimize import optimize_for_inference
+from .loading import load_model
+from .models import (
+    FeatureInfo,
+    MobileViT,
+    MobileViTConfig,
+    StageSpec,
+    create_model,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "FeatureInfo",
@@ -12,8 +19,9 @@ __all__ = [
     "MobileViTConfig",
     "StageSpec",
     "create_model",
-    "optimize_for_inference",
     "list_models",
+    "load_model",
+    "optimize_for_inference",
     "register_model",
 ]
 __version__ = "0.1.0"

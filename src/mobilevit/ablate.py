@@ -428,7 +428,7 @@ def plan_study(
 ) -> Plan:
     """Check a request and resolve every run's config; nothing is trained or written."""
     from .bench import count_params
-    from .registry import create_model
+    from .models import create_model
 
     spec = load_study(study)
     kind = spec.kind
@@ -702,7 +702,7 @@ def measure_latency_table(
     import torch
 
     from .bench import count_flops, count_params, machine_info, measure_latency
-    from .registry import create_model
+    from .models import create_model
 
     if manifest.get("threads"):
         torch.set_num_threads(int(manifest["threads"]))

@@ -83,7 +83,8 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
 
     from . import create_model
     from .bench import count_flops, count_params
-    from .bench_paths import format_path_table, peak_matmul_gflops, run_side_by_side
+    from .bench.paths import format_path_table, run_side_by_side
+    from .bench.timing import peak_matmul_gflops
 
     iters = args.iters or 10
     iters_large = args.iters_large or max(1, iters // 4)
@@ -131,7 +132,7 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file
+    from .loading import convert_file
 
     meta = convert_file(
         args.src, args.out, source=args.source, model_name=args.model, to_rgb=not args.keep_bgr
@@ -242,7 +243,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
         return 0
     if args.int8:
-        from .serialization import read_weights_meta
+        from .weights import read_weights_meta
 
         recorded = read_weights_meta(args.weights)  # files trained here record their classes
         return _export_int8(args, model, size, recorded.classes if recorded else None)

@@ -1,7 +1,8 @@
-"""One way to turn a weights file into a ready model: ``load_model(path) -> (model, meta)``.
+"""Weights files to models and back: ``load_model(path) -> (model, meta)``, ``convert_file`` and
+``infer_model_name`` (the model-aware side of weights: each builds models to check a file).
 
-Evaluation, prediction and export all call it. The file is read once. Our files say what they
-hold (:class:`~mobilevit.serialization.WeightsMeta`: architecture, task, classes, overrides,
+Evaluation, prediction and export all call ``load_model``. The file is read once. Our files say
+what they hold (:class:`~mobilevit.weights.WeightsMeta`: architecture, task, classes, overrides,
 how training evaluated); a foreign checkpoint (timm, transformers, ml-cvnets) is converted on
 the way in and its architecture inferred from its shapes unless ``model_name`` names it.
 """
@@ -11,11 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .registry import create_model
-from .serialization import CheckpointError, WeightsMeta, read_state_dict
-from .weights import apply_checkpoint
+from .models import create_model
+from .models.mobilevit import CONFIGS
+from .weights.convert import (
+    ConversionError,
+    convert_with_task,
+    detect_source,
+    num_classes_of,
+    task_of,
+)
+from .weights.loading import apply_checkpoint, load_state_dict_checked
+from .weights.serialization import CheckpointError, WeightsMeta, read_state_dict, write_weights
 
 
 def imagenet_classes() -> list[str]:
@@ -40,22 +50,12 @@ def default_classes(task: str, num_classes: int) -> list[str]:
 
 def describe_foreign(state_dict: dict, model_name: str | None, path: Path) -> WeightsMeta:
     """A :class:`WeightsMeta` for a checkpoint that carries none (timm, transformers, ml-cvnets)."""
-    from .convert import (
-        ConversionError,
-        convert_with_task,
-        detect_source,
-        infer_model_name,
-        num_classes_of,
-    )
-
     try:
         source = detect_source(state_dict)
         converted, task, order = (
             convert_with_task(state_dict, source) if source != "mobilevit" else (state_dict, None, "RGB")
         )
         if task is None:
-            from .convert import task_of
-
             task = task_of(converted)
         name = model_name or infer_model_name(converted)
     except ConversionError as e:
@@ -83,8 +83,6 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     if model_name:
         meta.arch = model_name
     if meta.num_classes is None:
-        from .convert import num_classes_of
-
         meta.num_classes = num_classes_of(sd)
     kwargs: dict[str, Any] = dict(meta.model_overrides)
     if meta.task == "detection" and "ssd" in meta.extra:
@@ -106,3 +104,60 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     if meta.classes is None:
         meta.classes = default_classes(meta.task, meta.num_classes)
     return model.eval(), meta
+
+
+def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
+    """The registered model whose parameter shapes match ``state_dict`` (ours layout)."""
+    task = task_of(state_dict)
+    if task == "segmentation":
+        names = [f"deeplabv3_{n}" for n in CONFIGS]
+        num_classes = state_dict["classifier.weight"].shape[0]
+    elif task == "detection":
+        names = [f"ssdlite_{n}" for n in CONFIGS]
+        num_classes = num_classes_of(state_dict)
+    else:
+        names = list(CONFIGS)
+        num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
+    for name in names:
+        ref = create_model(name, num_classes=num_classes).state_dict()
+        if ref.keys() == state_dict.keys() and all(ref[k].shape == state_dict[k].shape for k in ref):
+            return name
+    raise ConversionError(
+        f"the checkpoint's shapes match none of the standard models ({', '.join(names)}); "
+        "pass the model name explicitly"
+    )
+
+
+def convert_file(
+    src: str | Path,
+    out: str | Path,
+    source: str | None = None,
+    model_name: str | None = None,
+    to_rgb: bool = True,
+) -> WeightsMeta:
+    """Convert a checkpoint file or folder to our safetensors format and verify it loads.
+
+    Returns the metadata written next to the weights.
+    """
+    sd, _ = read_state_dict(src)
+    detected = detect_source(sd)
+    if source is None:
+        source = detected
+    elif detected != source:
+        raise ConversionError(f"{src}: --from {source} given, but the keys look like a {detected} checkpoint")
+    if source == "mobilevit":
+        raise ConversionError(f"{src} is already in this package's format")
+    converted, task, order = convert_with_task(sd, source, to_rgb=to_rgb)
+    name = model_name or infer_model_name(converted)
+    num_classes = num_classes_of(converted)
+    model = create_model(name, num_classes=num_classes)
+    load_state_dict_checked(model, converted, source=str(src))  # proves it loads, strictly
+    meta = WeightsMeta(
+        arch=name,
+        task=task,
+        num_classes=num_classes,
+        channel_order=order,
+        extra={"converted_from": source, "source_file": Path(src).name},
+    )
+    write_weights(converted, out, meta)
+    return meta

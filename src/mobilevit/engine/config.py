@@ -70,7 +70,7 @@ class ModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # MobileViTConfig fields
 
     def validate(self) -> None:
-        from ..registry import list_models
+        from ..models import list_models
 
         if self.name not in list_models():
             raise ConfigError(

@@ -13,7 +13,7 @@ import torch
 
 from ..data import MultiScaleBatchSampler
 from ..loading import load_model
-from ..serialization import WeightsMeta, read_weights_meta
+from ..weights import WeightsMeta, read_weights_meta
 from . import dist as D
 from .recipe import load_config
 from .tasks import TASKS, RunContext

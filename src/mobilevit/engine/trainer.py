@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import MultiScaleBatchSampler
-from ..registry import create_model
-from ..serialization import WeightsMeta, write_weights
+from ..models import create_model
+from ..weights import WeightsMeta, write_weights
 from . import dist as D
 from .checkpoint import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
 from .config import save_config

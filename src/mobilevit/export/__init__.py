@@ -1,9 +1,9 @@
 """Deployment: an optimised eager inference path, ONNX export verified in onnxruntime, int8."""
 
-from .fast import fold_batchnorm, optimize_for_inference
 from .int8 import Int8NotFaster, export_int8
 from .int8_torch import Int8Compiled, Int8Unavailable, load_int8_torch, quantize_int8_torch, save_int8_torch
 from .onnx import ExportError, export_onnx
+from .optimize import fold_batchnorm, optimize_for_inference
 
 __all__ = [
     "ExportError",

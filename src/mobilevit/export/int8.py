@@ -10,7 +10,7 @@ machine:
   validation set (the built-in digits by default, or a folder with ``train/`` and ``val/``
   class folders), plus the largest logit change relative to the largest fp32 logit;
 - **time**: fp32 and int8 onnxruntime sessions at the export's batch size, timed in
-  alternating rounds (:func:`~mobilevit.bench_paths.measure_alternating`), per image.
+  alternating rounds (:func:`~mobilevit.bench.timing.measure_alternating`), per image.
 
 Where int8 is not faster than fp32 the int8 model is not written and :class:`Int8NotFaster`
 says so with the numbers (the verified fp32 model stays next to it); ``keep_slower`` writes it
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batches import padded_batches
 from .onnx import ExportError, export_onnx
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def load_int8_data(
 
     from ..data.folders import BadSample, DataError, ImageFolderDataset
     from ..data.synthetic import write_digits
-    from ..weights import cache_dir
+    from ..weights.specs import cache_dir
 
     if calib_images < 1:
         raise ExportError(f"calibration needs at least one image, got calib_images={calib_images}")
@@ -142,24 +143,11 @@ def _model_batch(session: Any) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
-def _batches(images: np.ndarray, batch: int) -> list[tuple[np.ndarray, int]]:
-    """``images`` cut into batches of exactly ``batch`` (the last padded by repeating its last image),
-    each with the number of real images in it."""
-    out = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        out.append((np.ascontiguousarray(chunk), n))
-    return out
-
-
 def run_batched(session: Any, images: np.ndarray, batch: int = 8) -> np.ndarray:
     """Logits of ``images`` from an onnxruntime session (at its fixed batch size, if it has one)."""
     batch = _model_batch(session) or batch
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x})[0][:n] for x, n in _batches(images, batch)])
+    return np.concatenate([session.run(None, {name: x})[0][:n] for x, n in padded_batches(images, batch)])
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray, batch: int = 8) -> None:
@@ -173,7 +161,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..bench_paths import _ort_session
+    from ..bench.timing import ort_session
 
     class Reader(CalibrationDataReader):
         def __init__(self, batches: list[tuple[np.ndarray, int]]) -> None:
@@ -188,7 +176,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     # every op onnxruntime can quantize in QDQ form except LayerNorm (its scale stays fp32: a
     # per-channel axis does not exist for a rank-1 weight, and the transformer's norms are cheap)
     op_types = sorted(set(QDQRegistry) - {"LayerNormalization"})
-    fixed = _model_batch(_ort_session(Path(fp32_path)))
+    fixed = _model_batch(ort_session(Path(fp32_path)))
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         # shape inference and constant folding first, as onnxruntime recommends before quantizing
@@ -196,7 +184,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
         quantize_static(
             str(pre),
             str(out_path),
-            Reader(_batches(calib, fixed or batch)),
+            Reader(padded_batches(calib, fixed or batch)),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types,
             per_channel=True,
@@ -207,7 +195,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
 
 def _time_sessions(fp32: Any, int8: Any, x: np.ndarray, rounds: int, budget_s: float) -> dict[str, float]:
     """ms per image of each session on ``x``, alternating rounds; about ``budget_s`` seconds in all."""
-    from ..bench_paths import InferencePath, measure_alternating
+    from ..bench.timing import InferencePath, measure_alternating
 
     def path(name: str, session: Any) -> InferencePath:
         def fn(t: torch.Tensor) -> torch.Tensor:
@@ -235,12 +223,12 @@ def compare_int8(
     budget_s: float = 10.0,
 ) -> dict[str, Any]:
     """Accuracy and time of the int8 model against the fp32 one, both in onnxruntime."""
-    from ..bench_paths import _ort_session
+    from ..bench.timing import ort_session
 
-    fp32, int8 = _ort_session(Path(fp32_path)), _ort_session(Path(int8_path))
+    fp32, int8 = ort_session(Path(fp32_path)), ort_session(Path(int8_path))
     figures = accuracy_figures(run_batched(fp32, data.val), run_batched(int8, data.val), data, model_classes)
     batch = _model_batch(fp32) or 1
-    x = _batches(data.val[:batch], batch)[0][0]
+    x = padded_batches(data.val[:batch], batch)[0][0]
     ms = _time_sessions(fp32, int8, x, rounds, budget_s)
     return {
         "fp32_ms_per_image": ms["fp32"],
@@ -307,7 +295,7 @@ def export_int8(
     numbers when int8 is not faster; :class:`~.onnx.ExportError` for a model that is not a
     classifier or data that cannot be read, before any export.
     """
-    from ..backbone import MobileViT
+    from ..models import MobileViT
 
     if not isinstance(model, MobileViT) or model.num_classes < 1:
         raise ExportError(

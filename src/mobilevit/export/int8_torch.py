@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fast import optimize_for_inference
-from .int8 import _batches
+from .batches import padded_batches
+from .optimize import optimize_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def quantize_int8_torch(
     prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from ..backbone import MobileViT
+    from ..models import MobileViT
 
     if not isinstance(model, MobileViT) or model.num_classes < 1:
         raise ValueError(
@@ -147,11 +147,11 @@ def quantize_int8_torch(
 
 def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
     """``module``'s outputs on ``images`` in batches of exactly ``batch`` (the last one padded, the
-    padding dropped: :func:`~.int8._batches`), so that a compiled module builds one graph."""
+    padding dropped: :func:`~.batches.padded_batches`), so that a compiled module builds one graph."""
     x = _as_tensor(images, "images").numpy()
     with torch.no_grad():
         return np.concatenate(
-            [module(torch.from_numpy(chunk))[:n].float().numpy() for chunk, n in _batches(x, batch)]
+            [module(torch.from_numpy(chunk))[:n].float().numpy() for chunk, n in padded_batches(x, batch)]
         )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fast import optimize_for_inference
+from .optimize import optimize_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def export_core(model: nn.Module, patch_layout: str = "pixels") -> tuple[nn.Modu
     the attention's own transposes, the fastest in onnxruntime; ``"nchw"``: rank <= 4, for Core
     ML); see :func:`~mobilevit.blocks.set_patch_layout`.
     """
-    from ..blocks import set_patch_layout
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
+    from ..models.blocks import set_patch_layout
 
     fast = optimize_for_inference(model, channels_last=False)  # the graph has no memory format
     set_patch_layout(fast, patch_layout)

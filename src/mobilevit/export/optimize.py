@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..layers import ConvNormAct
+from ..models.layers import ConvNormAct
 
 
 @torch.no_grad()

@@ -1,12 +1,12 @@
-"""Convert the MobileViT weights people already have (timm, transformers, Apple ml-cvnets)."""
+"""The key layouts of the MobileViT weights people already have (timm, transformers, Apple ml-cvnets):
+detecting which one a state dict uses and mapping it to ours. Pure state-dict work: no model is
+built here (``mobilevit.loading.convert_file`` builds one to verify a conversion)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..serialization import WEIGHTS_FORMAT, WeightsMeta, read_state_dict, write_weights
+from ..serialization import WEIGHTS_FORMAT
 from . import cvnets, timm, transformers
 from .common import ConversionError, flip_input_channels
 
@@ -16,11 +16,11 @@ _MODULES = {"timm": timm, "transformers": transformers, "cvnets": cvnets}
 __all__ = [
     "SOURCES",
     "ConversionError",
-    "convert_file",
     "convert_state_dict",
     "convert_with_task",
     "detect_source",
-    "infer_model_name",
+    "num_classes_of",
+    "task_of",
 ]
 
 
@@ -84,31 +84,6 @@ def task_of(state_dict: dict[str, torch.Tensor]) -> str:
     return "classification"
 
 
-def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
-    """The registered model whose parameter shapes match ``state_dict`` (ours layout)."""
-    from ..registry import create_model
-    from ..variants import CONFIGS
-
-    task = task_of(state_dict)
-    if task == "segmentation":
-        names = [f"deeplabv3_{n}" for n in CONFIGS]
-        num_classes = state_dict["classifier.weight"].shape[0]
-    elif task == "detection":
-        names = [f"ssdlite_{n}" for n in CONFIGS]
-        num_classes = num_classes_of(state_dict)
-    else:
-        names = list(CONFIGS)
-        num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
-    for name in names:
-        ref = create_model(name, num_classes=num_classes).state_dict()
-        if ref.keys() == state_dict.keys() and all(ref[k].shape == state_dict[k].shape for k in ref):
-            return name
-    raise ConversionError(
-        f"the checkpoint's shapes match none of the standard models ({', '.join(names)}); "
-        "pass the model name explicitly"
-    )
-
-
 def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
     """The class count a state dict in our layout was trained for (detection: with background)."""
     if "head.levels.0.predict.pw.weight" in state_dict:  # SSDLite: anchors x (4 + K) outputs
@@ -121,41 +96,3 @@ def num_classes_of(state_dict: dict[str, torch.Tensor]) -> int:
         if key in state_dict:
             return int(state_dict[key].shape[0])
     return 1000
-
-
-def convert_file(
-    src: str | Path,
-    out: str | Path,
-    source: str | None = None,
-    model_name: str | None = None,
-    to_rgb: bool = True,
-) -> WeightsMeta:
-    """Convert a checkpoint file or folder to our safetensors format and verify it loads.
-
-    Returns the metadata written next to the weights.
-    """
-    from ..registry import create_model
-    from ..weights import load_state_dict_checked
-
-    sd, _ = read_state_dict(src)
-    detected = detect_source(sd)
-    if source is None:
-        source = detected
-    elif detected != source:
-        raise ConversionError(f"{src}: --from {source} given, but the keys look like a {detected} checkpoint")
-    if source == "mobilevit":
-        raise ConversionError(f"{src} is already in this package's format")
-    converted, task, order = convert_with_task(sd, source, to_rgb=to_rgb)
-    name = model_name or infer_model_name(converted)
-    num_classes = num_classes_of(converted)
-    model = create_model(name, num_classes=num_classes)
-    load_state_dict_checked(model, converted, source=str(src))  # proves it loads, strictly
-    meta = WeightsMeta(
-        arch=name,
-        task=task,
-        num_classes=num_classes,
-        channel_order=order,
-        extra={"converted_from": source, "source_file": Path(src).name},
-    )
-    write_weights(converted, out, meta)
-    return meta

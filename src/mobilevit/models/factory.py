@@ -1,32 +1,16 @@
-"""Model registry: ``register_model``, ``create_model`` and ``list_models``."""
+"""``create_model``: a registered builder, then (optionally) weights loaded into what it built."""
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from ..weights.loading import load_backbone_weights, load_pretrained
+from .registry import list_models, model_entrypoint
 
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+__all__ = ["create_model", "list_models"]
 
 
 def create_model(
@@ -48,16 +32,20 @@ def create_model(
             checkpoint (converted on the fly).
         reset_classifier: when ``num_classes`` differs from the checkpoint's, load everything but
             the classifier and re-initialise it. Without it such a mismatch is an error.
-        **overrides: config fields, e.g. ``patch_size=(8, 4, 2)`` or ``skip_connection=False``.
+        **overrides: config fields, e.g. ``patch_size=(8, 4, 2)`` or ``skip_connection=False``;
+            for detection and segmentation models also ``backbone_weights`` (a classifier's
+            checkpoint or tag, loaded into the backbone) and the head's own settings.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    build = model_entrypoint(name)
     kwargs = dict(overrides)
+    backbone_weights = kwargs.pop("backbone_weights", None)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    model = _MODELS[name](**kwargs)
+    model = build(**kwargs)
+    if backbone_weights:
+        if not hasattr(model, "mobilevit_backbone"):
+            raise ValueError(f"{name} has no backbone to load backbone_weights into; use pretrained=")
+        load_backbone_weights(model.mobilevit_backbone(), backbone_weights)
     if pretrained is not None:
-        from .weights import load_pretrained
-
         load_pretrained(model, pretrained, reset_classifier=reset_classifier)
     return model

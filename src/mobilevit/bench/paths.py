@@ -24,55 +24,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .bench import Latency, machine_info, summarize_times
+from .peers import HF_CONFIGS
+from .timing import InferencePath, machine_info, measure_alternating, ort_session
 
 OWNERS = ("mobilevit", "timm", "transformers")
 BF16_EXTENSIONS = ("avx512_bf16", "amx_bf16")
-
-# transformers' MobileViTConfig for each paper variant (the defaults are mobilevit_s')
-HF_CONFIGS: dict[str, dict[str, Any]] = {
-    "mobilevit_xxs": dict(
-        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
-    ),
-    "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
-    "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
-}
-
-
-@dataclass
-class InferencePath:
-    """One way to run a model: ``fn`` maps an input batch (in ``memory_format``) to logits.
-
-    ``skipped`` holds the reason when the path could not be built here (e.g. torch.compile
-    without a C++ compiler); such a path has no ``fn`` and is reported, not timed.
-    ``setup_s`` is the time spent building it (export, session creation, compilation).
-    """
-
-    name: str
-    owner: str
-    fn: Callable[[torch.Tensor], torch.Tensor] | None
-    memory_format: torch.memory_format = torch.contiguous_format
-    precision: str = "fp32"
-    setup_s: float = 0.0
-    skipped: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.owner}/{self.name}"
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in this path's memory format."""
-        return x.contiguous(memory_format=self.memory_format)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fn is None:
-            raise RuntimeError(f"path {self.key} was skipped: {self.skipped}")
-        return self.fn(x)
 
 
 def bf16_supported() -> bool:
@@ -109,16 +69,6 @@ def _compiled_path(owner: str, model: nn.Module, x: torch.Tensor) -> InferencePa
     return InferencePath("compiled", owner, compiled, setup_s=time.perf_counter() - t0)
 
 
-def _ort_session(onnx_file: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-
-
 def _ort_path(owner: str, export: Callable[[Path], None]) -> InferencePath:
     """An onnxruntime session on the file ``export`` writes (to a temp dir, removed once loaded)."""
     t0 = time.perf_counter()
@@ -126,7 +76,7 @@ def _ort_path(owner: str, export: Callable[[Path], None]) -> InferencePath:
         with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
             onnx_file = Path(tmp) / "model.onnx"
             export(onnx_file)
-            session = _ort_session(onnx_file)
+            session = ort_session(onnx_file)
     except ImportError as e:
         return InferencePath("onnxruntime", owner, None, skipped=_first_line(e))
 
@@ -153,8 +103,8 @@ def _torch_onnx_export(model: nn.Module, x: torch.Tensor, onnx_file: Path, opset
 def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
     """Our ONNX export quantized to int8 (:func:`~mobilevit.export.int8.quantize_int8`: onnxruntime
     static QDQ), calibrated on 64 built-in digits training images at this input size."""
-    from .export import export_onnx
-    from .export.int8 import load_int8_data, quantize_int8
+    from ..export import export_onnx
+    from ..export.int8 import load_int8_data, quantize_int8
 
     t0 = time.perf_counter()
     size = (x.shape[-2], x.shape[-1])
@@ -164,7 +114,7 @@ def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
             fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             export_onnx(model, fp32, img_size=size, batch=x.shape[0])
             quantize_int8(fp32, int8, data.calib)
-            session = _ort_session(int8)
+            session = ort_session(int8)
     except ImportError as e:
         return InferencePath("onnxruntime_int8", "mobilevit", None, precision="int8", skipped=_first_line(e))
 
@@ -180,8 +130,8 @@ def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
     """Our model through PyTorch's x86 int8 (:func:`~mobilevit.export.int8_torch.quantize_int8_torch`:
     PT2E + inductor, oneDNN int8 kernels), calibrated on 64 built-in digits training images at this
     input size; compiled here, at this batch size (the compile time is its setup time)."""
-    from .export.int8 import load_int8_data
-    from .export.int8_torch import quantize_int8_torch
+    from ..export.int8 import load_int8_data
+    from ..export.int8_torch import quantize_int8_torch
 
     t0 = time.perf_counter()
     try:
@@ -198,8 +148,8 @@ def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
 def _our_paths(
     model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool, int8: bool = False
 ) -> list[InferencePath]:
-    from .export import export_onnx, optimize_for_inference
-    from .registry import create_model
+    from ..export import export_onnx, optimize_for_inference
+    from ..models import create_model
 
     model = create_model(model_name).eval()
     fast = optimize_for_inference(model)
@@ -313,60 +263,6 @@ def build_paths(
 
 # ---------------------------------------------------------------------------------------------
 # measuring
-
-
-def measure_alternating(
-    paths: list[InferencePath], x: torch.Tensor, iters: int = 10, rounds: int = 5, warmup: int = 2
-) -> dict[str, Latency]:
-    """Per-pass latency of each (not skipped) path on ``x``, keyed by ``path.key``.
-
-    After ``warmup`` passes of every path, each of ``rounds`` rounds times ``iters`` passes of
-    every path, the order rotated by one each round; p50 / p90 are over all rounds' passes.
-    """
-    if iters < 1 or rounds < 1:
-        raise ValueError(f"iters and rounds must be >= 1, got {iters} and {rounds}")
-    active = [p for p in paths if p.fn is not None]
-    inputs = {p.key: p.prepare(x) for p in active}
-    times: dict[str, list[float]] = {p.key: [] for p in active}
-    with torch.inference_mode():
-        for p in active:
-            for _ in range(warmup):
-                p(inputs[p.key])
-        for r in range(rounds):
-            shift = r % max(1, len(active))
-            for p in active[shift:] + active[:shift]:
-                xp, samples = inputs[p.key], times[p.key]
-                for _ in range(iters):
-                    t0 = time.perf_counter()
-                    p(xp)
-                    samples.append((time.perf_counter() - t0) * 1000.0)
-    return {key: summarize_times(samples, x.shape[0]) for key, samples in times.items()}
-
-
-def peak_matmul_gflops(threads: int | None = None, n: int = 2048, reps: int = 10) -> float:
-    """The machine's fp32 matmul rate: best of ``reps`` ``torch.mm`` of n x n matrices, in GFLOP/s.
-
-    Runs with ``threads`` torch threads (default: the current setting), after a warm-up of at
-    least 0.2 s so that the clock has settled.
-    """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(0)
-        a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
-        out = torch.empty(n, n)
-        start = time.perf_counter()
-        while time.perf_counter() - start < 0.2:  # warm-up
-            torch.mm(a, b, out=out)
-        best = math.inf
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            torch.mm(a, b, out=out)
-            best = min(best, time.perf_counter() - t0)
-        return 2.0 * n**3 / best / 1e9
-    finally:
-        torch.set_num_threads(previous)
 
 
 def check_agreement(

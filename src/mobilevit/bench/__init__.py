@@ -1,0 +1,28 @@
+"""Benchmarks as a library: timing primitives at the bottom (``timing``), parameter / FLOP /
+latency summaries (``summary``), the peers' configs (``peers``) and the side-by-side inference
+paths (``paths``, import it explicitly: it sits above ``mobilevit.export``)."""
+
+from .summary import ModelRow, count_flops, count_params, format_table, rows_as_dicts, summarize_models
+from .timing import (
+    InferencePath,
+    Latency,
+    machine_info,
+    measure_alternating,
+    measure_latency,
+    summarize_times,
+)
+
+__all__ = [
+    "InferencePath",
+    "Latency",
+    "ModelRow",
+    "count_flops",
+    "count_params",
+    "format_table",
+    "machine_info",
+    "measure_alternating",
+    "measure_latency",
+    "rows_as_dicts",
+    "summarize_models",
+    "summarize_times",
+]

@@ -1,0 +1,38 @@
+"""The model name table: ``register_model`` (a decorator on builders) and ``list_models``.
+
+Model families (``models/mobilevit.py``) and heads (``heads/``) register their builders here when
+imported; ``mobilevit/__init__.py`` imports them all. ``create_model`` is in ``models/factory.py``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under ``name``; a clear error listing the names otherwise."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    return _MODELS[name]
