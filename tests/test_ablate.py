@@ -13,9 +13,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mobilevit import ablate, create_model
+from mobilevit import create_model
 from mobilevit.ablate import KINDS, AblationError, feature_map_sides, load_study, plan_study
+from mobilevit.ablate import report as ablate_report
+from mobilevit.ablate import run as ablate_run
+from mobilevit.ablate.plan import _config_diff
 from mobilevit.cli import build_parser, main
+from mobilevit.cli.ablate import plan_from_args
 from mobilevit.data import write_digits
 from mobilevit.engine import load_config
 
@@ -186,7 +190,7 @@ def test_recorded_command_reproduces_the_study(studies):
         man = json.loads((out / "study.json").read_text())
         argv = shlex.split(man["command"])
         assert argv[:3] == ["mobilevit", "ablate", study]
-        plan = ablate.plan_from_args(build_parser().parse_args(argv[1:]))
+        plan = plan_from_args(build_parser().parse_args(argv[1:]))
         assert len(plan.runs) == len(man["runs"])
         for run in plan.runs:
             assert run.status() == "finished"
@@ -201,8 +205,9 @@ def test_replot_redraws_a_finished_study_without_training(studies, tmp_path, mon
     def no_timing(*a, **k):
         raise AssertionError("replot must reuse the recorded latencies")
 
-    monkeypatch.setattr(ablate, "train", no_training)
-    monkeypatch.setattr(ablate, "measure_latency_table", no_timing)
+    monkeypatch.setattr(ablate_run, "train", no_training)
+    monkeypatch.setattr(ablate_report, "measure_latency_table", no_timing)
+    monkeypatch.setattr(ablate_run, "measure_latency_table", no_timing)
     for study in ("patch-size", "skip-connection"):
         out = tmp_path / study
         shutil.copytree(studies[study], out)
@@ -267,7 +272,7 @@ def test_an_interrupted_study_resumes_the_runs_it_had_not_finished(
     assert [r["variant"] for r in read_csv(out / "results.csv")] == ["skip", "no-skip"]
 
     # a folder holding runs made with other settings is refused, not mixed
-    monkeypatch.setattr(ablate, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(ablate_run, "train", lambda *a, **k: pytest.fail("trained"))
     assert main([*cmd[:-4], "--epochs", "2", "--out-dir", str(out)]) == 2
     assert "was trained with other settings (optim.epochs: 1 there, 2 now)" in capsys.readouterr().err
 
@@ -322,7 +327,7 @@ BAD = [
 
 @pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_requests_fail_clearly_before_any_training(args, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ablate, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(ablate_run, "train", lambda *a, **k: pytest.fail("trained"))
     out = tmp_path / "out"
     assert main(["ablate", *args, "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
@@ -392,9 +397,9 @@ def test_run_folders_are_compared_setting_by_setting(tmp_path):
 
     save_config(load_config(RECIPE), tmp_path / "config.yaml")
     same = load_config(RECIPE, ["run.max_steps=3", "run.progress=false", "run.threads=1"])
-    assert ablate._config_diff(tmp_path / "config.yaml", same) == []  # how a run is driven: not a setting
+    assert _config_diff(tmp_path / "config.yaml", same) == []  # how a run is driven: not a setting
     other = load_config(RECIPE, ["model.overrides={classifier_dropout: 0.2}", "data.img_size=80"])
-    assert ablate._config_diff(tmp_path / "config.yaml", other) == [
+    assert _config_diff(tmp_path / "config.yaml", other) == [
         "data.img_size: 64 there, 80 now",
         "model.overrides: {} there, {'classifier_dropout': 0.2} now",
     ]

@@ -30,7 +30,7 @@ class DistInfo:
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("run.device=cuda but no CUDA device is available")
+            raise ValueError("run.device=cuda but no CUDA device is available")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import MobileViTError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(MobileViTError, RuntimeError):
     """The run cannot go on: too many bad files or non-finite losses, data that does not fit the
     model, a run folder trained with another config."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -9,17 +10,35 @@ from .config import ConfigError, build_config, parse_overrides, read_recipe
 from .tasks import TASKS
 
 
+def builtin_recipes() -> dict[str, Path]:
+    """The recipes that ship inside the package (``mobilevit/recipes/*.yaml``), by name."""
+    folder = Path(str(resources.files("mobilevit") / "recipes"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def find_recipe(name: str | Path) -> Path:
+    """``name`` as a path, or the built-in recipe of that name (``demo_digits``, ...)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        return path  # a path (a missing one is reported by read_recipe)
+    found = builtin_recipes()
+    if str(name) in found:
+        return found[str(name)]
+    raise ConfigError(f"config {name!r} is neither a file nor a built-in recipe ({', '.join(found)})")
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
 ) -> Any:
     """Defaults, then ``base`` (e.g. what a weights file records), then the YAML recipe at
-    ``path``, then ``key=value`` ``overrides``; validated.
+    ``path`` (a file, or a built-in recipe's name such as ``demo_digits``), then ``key=value``
+    ``overrides``; validated.
 
     The ``task`` key (override, recipe, then base; default classification) picks the config class
     from the task table: :class:`~.config.TrainConfig`, :class:`~.config.SegTrainConfig` or
     :class:`~.config.DetTrainConfig` for the built-in tasks.
     """
-    data = read_recipe(path) if path is not None else {}
+    data = read_recipe(find_recipe(path)) if path is not None else {}
     extra = parse_overrides(overrides or [])
     base = base or {}
     task = extra.get("task", data.get("task", base.get("task", "classification")))

@@ -4,7 +4,8 @@ Conversion runs anywhere coremltools installs (Linux included); running the conv
 macOS, so the parity check against eager PyTorch runs there and is reported as skipped elsewhere.
 The model is converted from a TorchScript trace at a fixed input size: a trace records MobileViT's
 unfold / fold reshapes with the traced sizes, so a model claiming flexible sizes would be wrong at
-the others (shared/REFERENCE.md, "Known traps"), and that is refused like dynamic ONNX sizes.
+the others (the patch grid and its resize are fixed at trace time), and that is refused like
+dynamic ONNX sizes.
 Unfold / fold stay at rank <= 4, within Core ML's rank-5 limit.
 """
 

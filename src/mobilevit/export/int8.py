@@ -14,10 +14,10 @@ machine:
 
 Where int8 is not faster than fp32 the int8 model is not written and :class:`Int8NotFaster`
 says so with the numbers (the verified fp32 model stays next to it); ``keep_slower`` writes it
-anyway, e.g. for a device whose int8 kernels pay where these do not. Measured on an AMX Xeon,
-int8 was slower than fp32 in every layout tried (docs/benchmarks.md): MobileViT is dominated by
-depthwise convolutions, SiLU, LayerNorm and small attention matmuls, where the
-quantize/dequantize traffic costs more than the int8 arithmetic saves.
+anyway, e.g. for a device whose int8 kernels pay where these do not. On the CPUs measured so far
+it did not pay (docs/measured_defaults.md): MobileViT is dominated by depthwise convolutions, SiLU,
+LayerNorm and small attention matmuls, where the quantize / dequantize traffic can cost more than
+the int8 arithmetic saves.
 """
 
 from __future__ import annotations

@@ -8,9 +8,7 @@ int8 kernels (AMX or VNNI where the CPU has them) and fuses the quantize / dequa
 SiLU around them into those kernels. That fusion is what onnxruntime's static quantization
 lacks on these CPUs, where its int8 export is slower than fp32 (:mod:`.int8`).
 
-Measured on a 2-core AMX Xeon (``benchmarks/latency.py``, docs/benchmarks.md): MobileViT-S at
-batch 32 takes about 0.6x the time per image of our fastest fp32 path (onnxruntime), with top-1
-agreement with fp32 of about 0.99 on the digits validation images of a digits-trained model.
+Its speed and agreement with fp32 are measured by ``benchmarks/latency.py`` (docs/measured_defaults.md).
 The result is an in-memory module; :func:`save_int8_torch` writes its int8 graph as a
 ``torch.export`` program (``.pt2``) and :func:`load_int8_torch` reads it back and compiles it
 for the machine it runs on.
@@ -28,13 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import MobileViTError
 from .batches import padded_batches
 from .optimize import optimize_for_inference
 
 log = logging.getLogger(__name__)
 
 
-class Int8Unavailable(RuntimeError):
+class Int8Unavailable(MobileViTError, RuntimeError):
     """PyTorch int8 cannot be built here: torchao is not installed."""
 
 

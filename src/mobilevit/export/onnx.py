@@ -3,7 +3,8 @@
 The model is exported at a fixed height and width. Dynamic height / width is refused: with
 MobileViT's patch unfolding, PyTorch's TorchScript exporter bakes the traced sizes into the
 graph and the torch.export-based exporter drops the resize branch needed for sizes that are
-not multiples of the patch grid (shared/REFERENCE.md, "Known traps"); either would write a
+not multiples of the patch grid (the resize that ml-cvnets, timm and transformers apply there
+is data-dependent control flow); either would write a
 model that is silently wrong at some sizes. A dynamic batch dimension is supported and checked.
 """
 
@@ -18,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import MobileViTError
 from .optimize import optimize_for_inference
 
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(MobileViTError, RuntimeError):
     """An export that cannot be made, or that failed its parity check (the file is deleted)."""
 
 

@@ -34,8 +34,8 @@ def channels_last_pays() -> bool:
     """Whether :func:`optimize_for_inference` runs in channels-last memory by default here.
 
     True where PyTorch runs CPU convolutions through oneDNN, whose channels-last kernels skip the
-    layout reorders its NCHW path makes; measured on a 2-core AMX Xeon (``benchmarks/latency.py``,
-    docs/benchmarks.md) it is the faster layout for XXS, XS and S at batch 1 and 32.
+    layout reorders its NCHW path makes (where that was measured, and by how much:
+    docs/measured_defaults.md, ``benchmarks/latency.py``).
     """
     return torch.backends.mkldnn.is_available()
 

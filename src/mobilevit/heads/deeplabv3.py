@@ -125,19 +125,19 @@ def build_deeplabv3(
     return DeepLabV3(backbone, num_classes=num_classes, aspp_channels=aspp_channels)
 
 
-@register_model("deeplabv3_mobilevit_xxs")
+@register_model("deeplabv3_mobilevit_xxs", params=1_854_853)
 def deeplabv3_mobilevit_xxs(**kwargs: Any) -> DeepLabV3:
     """DeepLabv3-MobileViT-XXS: 1,854,853 parameters at 21 classes, 73.6 mIoU on VOC (paper)."""
     return build_deeplabv3(MOBILEVIT_XXS, **kwargs)
 
 
-@register_model("deeplabv3_mobilevit_xs")
+@register_model("deeplabv3_mobilevit_xs", params=2_944_069)
 def deeplabv3_mobilevit_xs(**kwargs: Any) -> DeepLabV3:
     """DeepLabv3-MobileViT-XS: 2.94M parameters, 77.1 mIoU on VOC (paper)."""
     return build_deeplabv3(MOBILEVIT_XS, **kwargs)
 
 
-@register_model("deeplabv3_mobilevit_s")
+@register_model("deeplabv3_mobilevit_s", params=6_357_941)
 def deeplabv3_mobilevit_s(**kwargs: Any) -> DeepLabV3:
     """DeepLabv3-MobileViT-S: 6.36M parameters, 79.1 mIoU on VOC (paper)."""
     return build_deeplabv3(MOBILEVIT_S, **kwargs)

@@ -363,19 +363,19 @@ def build_ssdlite(
     return SSDLite(features, num_classes=num_classes, config=cfg)
 
 
-@register_model("ssdlite_mobilevit_xxs")
+@register_model("ssdlite_mobilevit_xxs", params=1_755_050)
 def ssdlite_mobilevit_xxs(**kwargs: Any) -> SSDLite:
     """SSDLite-MobileViT-XXS: 1,755,050 parameters at 81 classes, 19.9 COCO mAP (ml-cvnets)."""
     return build_ssdlite(MOBILEVIT_XXS, **kwargs)
 
 
-@register_model("ssdlite_mobilevit_xs")
+@register_model("ssdlite_mobilevit_xs", params=2_742_042)
 def ssdlite_mobilevit_xs(**kwargs: Any) -> SSDLite:
     """SSDLite-MobileViT-XS: 2.7M parameters at 81 classes, 24.8 COCO mAP (paper)."""
     return build_ssdlite(MOBILEVIT_XS, **kwargs)
 
 
-@register_model("ssdlite_mobilevit_s")
+@register_model("ssdlite_mobilevit_s", params=5_738_826)
 def ssdlite_mobilevit_s(**kwargs: Any) -> SSDLite:
     """SSDLite-MobileViT-S: 5.7M parameters at 81 classes, 27.7 COCO mAP (paper)."""
     return build_ssdlite(MOBILEVIT_S, **kwargs)

@@ -5,7 +5,7 @@ from . import mobilevit as _mobilevit  # noqa: F401  (registers the v1 classifie
 from .backbone import FeatureInfo, MobileViT
 from .config import MobileViTConfig, StageSpec
 from .factory import create_model
-from .registry import list_models, model_entrypoint, register_model
+from .registry import expected_params, list_models, model_entrypoint, register_model
 
 __all__ = [
     "FeatureInfo",
@@ -13,6 +13,7 @@ __all__ = [
     "MobileViTConfig",
     "StageSpec",
     "create_model",
+    "expected_params",
     "list_models",
     "model_entrypoint",
     "register_model",

@@ -5,8 +5,9 @@ x N non-overlapping patches -> L pre-norm transformer layers that attend, for ea
 position, across all N patches -> fold back -> 1x1 projection to C -> concat with the block
 input (the skip connection) -> n x n fusion conv.
 
-The unfold / fold can move memory three ways with the same result (``set_patch_layout``): the
-fastest differs between eager PyTorch, onnxruntime and Core ML.
+The unfold / fold can move memory three ways with the same result (``set_patch_layout``): this
+file writes the reference way; the faster ones, which differ between eager PyTorch, onnxruntime
+and Core ML, are in :mod:`.patch_layouts`.
 
 A feature map whose side is not a multiple of the patch size is resized bilinearly to the next
 multiple before unfolding and back after folding, as ml-cvnets, timm and transformers do.
@@ -21,6 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConvNormAct
+from .patch_layouts import (  # noqa: F401  (set_patch_layout: re-exported)
+    PATCH_LAYOUTS,
+    fold_nhwc,
+    pixel_order_attention,
+    set_patch_layout,
+    transform_in_pixel_order,
+    unfold_nhwc,
+)
 
 
 class Attention(nn.Module):
@@ -51,15 +60,7 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
             # [B*P, heads, N, hd] -> [B*P, N, d]
             return self.proj(y.transpose(1, 2).reshape(b, n, d))
-        b, hw, d = x.shape  # [B, H*W, d]
-        nh, ph, nw, pw = grid
-        # [B, H*W, 3d] = [B, nh, ph, nw, pw, 3, heads, hd] -> [3, B, ph, pw, heads, nh, nw, hd]
-        qkv = self.qkv(x).reshape(b, nh, ph, nw, pw, 3, hh, hd).permute(5, 0, 2, 4, 6, 1, 3, 7)
-        q, k, v = qkv.reshape(3, b * ph * pw, hh, nh * nw, hd).unbind(0)  # [B*P, heads, N, hd] each
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        # [B*P, heads, N, hd] = [B, ph, pw, heads, nh, nw, hd] -> [B, nh, ph, nw, pw, heads, hd]
-        y = y.reshape(b, ph, pw, hh, nh, nw, hd).permute(0, 4, 1, 5, 2, 3, 6)
-        return self.proj(y.reshape(b, hw, d))
+        return self.proj(pixel_order_attention(self.qkv(x), grid, hh, hd, dropout_p))
 
 
 class FeedForward(nn.Module):
@@ -102,29 +103,18 @@ class TransformerLayer(nn.Module):
         return x + self.drop2(self.mlp(self.norm2(x)))
 
 
-PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
-
-
 def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> torch.Tensor:
     """[B, C, H, W] -> [B*P, N, C] with P = ph*pw pixel positions and N = (H/ph)*(W/pw) patches.
 
     Token ``[b*P + i*pw + j, n_h*nw + n_w]`` is pixel ``(n_h*ph + i, n_w*pw + j)`` of image b, the
-    layout of ml-cvnets (section 3.1 of the paper: unfold into P-pixel patches).
-
-    ``layout="nhwc"`` (default) goes through the [B, H, W, C] view: one copy that moves whole
-    C-vectors (rank-6 permute), none more for a channels-last input. Measured here against the
-    ``"nchw"`` way: eager inference 4-13 % faster (2 threads, 256 px), a training step 1-7 %,
-    and in onnxruntime 6 % (it folds the NCHW -> NHWC transpose into its conv output reorder).
-    ``"nchw"`` keeps every intermediate at rank <= 4, for Core ML (flexible shapes fail above
-    rank 5); it makes two copies. (The block's third layout, ``"pixels"``, skips this function:
-    see :class:`MobileViTBlock`.)
+    layout of ml-cvnets (section 3.1 of the paper: unfold into P-pixel patches). What is written
+    here is the reference way (``layout="nchw"``: every reshape at rank <= 4, as Core ML needs);
+    ``"nhwc"`` (the default) moves the same memory in one copy (:mod:`.patch_layouts`).
     """
+    if layout == "nhwc":
+        return unfold_nhwc(x, ph, pw)
     b, c, h, w = x.shape
     nh, nw = h // ph, w // pw
-    if layout == "nhwc":
-        # memory [B, H, W, C] = [B, nh, ph, nw, pw, C] -> [B, ph, pw, nh, nw, C] -> [B*P, N, C]
-        x = x.permute(0, 2, 3, 1).reshape(b, nh, ph, nw, pw, c).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(b * ph * pw, nh * nw, c)
     # [B, C, H, W] -> [B*C*nh, ph, nw, pw] -> [B*C*nh, nw, ph, pw]
     x = x.reshape(b * c * nh, ph, nw, pw).transpose(1, 2)
     # -> [B, C, N, P] -> [B, P, N, C] -> [B*P, N, C]
@@ -134,16 +124,11 @@ def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> t
 def fold_patches(
     x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int, layout: str = "nhwc"
 ) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw].
-
-    ``layout="nhwc"`` folds into [B, H, W, C] memory (one copy, rank-6 permute) and returns its
-    [B, C, H, W] view, channels-last; ``"nchw"`` keeps every reshape at rank <= 4 (Core ML).
-    """
-    c = x.shape[-1]
+    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw] (``"nhwc"``: a
+    channels-last view, :mod:`.patch_layouts`)."""
     if layout == "nhwc":
-        # [B*P, N, C] -> [B, ph, pw, nh, nw, C] -> [B, nh, ph, nw, pw, C] = memory [B, H, W, C]
-        x = x.reshape(batch, ph, pw, nh, nw, c).permute(0, 3, 1, 4, 2, 5)
-        return x.reshape(batch, nh * ph, nw * pw, c).permute(0, 3, 1, 2)  # [B, C, H, W] view
+        return fold_nhwc(x, batch, ph, pw, nh, nw)
+    c = x.shape[-1]
     # [B*P, N, C] -> [B, P, N, C] -> [B, C, N, P] -> [B*C*nh, nw, ph, pw]
     x = x.reshape(batch, ph * pw, nh * nw, c).transpose(1, 3).reshape(batch * c * nh, nw, ph, pw)
     # -> [B*C*nh, ph, nw, pw] -> [B, C, H, W]
@@ -187,9 +172,9 @@ class MobileViTBlock(nn.Module):
         self.conv_proj = ConvNormAct(transformer_dim, channels, 1)
         fusion_in = 2 * channels if skip_connection else channels
         self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size)
-        # how unfold / fold move memory (set_patch_layout): "nhwc" by default (fastest in eager
-        # PyTorch here), "pixels" in the ONNX graph (fastest in onnxruntime), "nchw" for Core ML
-        # (rank <= 4). Not a weight, not part of the config: the outputs are the same.
+        # how unfold / fold move memory (set_patch_layout): "nhwc" by default (eager), "pixels" in
+        # the ONNX graph, "nchw" (the reference, rank <= 4) for Core ML. Not a weight, not part of
+        # the config: the outputs are the same.
         self.patch_layout = "nhwc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,41 +186,15 @@ class MobileViTBlock(nn.Module):
         resized = (new_h, new_w) != (h, w)
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
-        if self.patch_layout == "pixels":
-            grid = (new_h // ph, ph, new_w // pw, pw)
-            tokens = y.permute(0, 2, 3, 1).reshape(b, new_h * new_w, -1)  # [B, H*W, d], pixel order
-            for layer in self.transformer:
-                tokens = layer(tokens, grid)
-            # [B, H*W, d] -> [B, H, W, d] -> [B, d, H, W] (a channels-last view)
-            y = self.norm(tokens).reshape(b, new_h, new_w, -1).permute(0, 3, 1, 2)
+        if self.patch_layout == "pixels":  # the same attention without unfold / fold copies
+            y = transform_in_pixel_order(y, self.transformer, self.norm, ph, pw)  # [B, d, H, W]
         else:
             tokens = unfold_patches(y, ph, pw, self.patch_layout)  # [B*P, N, d]
             tokens = self.norm(self.transformer(tokens))
-            y = fold_patches(
-                tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout
-            )  # [B, d, new_h, new_w]
+            y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout)  # [B, d, H, W]
         if resized:
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
         y = self.conv_proj(y)
         if self.skip_connection:
             y = torch.cat((shortcut, y), dim=1)
         return self.conv_fusion(y)
-
-
-def set_patch_layout(model: nn.Module, layout: str) -> int:
-    """Set how every MobileViT block of ``model`` unfolds / folds; the outputs do not change.
-
-    ``"nhwc"`` (default): :func:`unfold_patches` through the [B, H, W, C] view, one copy each
-    way. ``"pixels"``: no unfold / fold at all; the tokens stay in pixel order [B, H*W, d]
-    (LayerNorm and the linear layers act per token, so order does not matter to them) and each
-    attention layer gathers a patch position's pixels inside the transposes it makes anyway
-    (rank 8). In onnxruntime 3-16 % faster than ``"nhwc"`` (the ONNX export uses it), in eager
-    PyTorch up to 10 % slower (its rank-8 copies move head_dim-long runs). ``"nchw"``: rank <= 4
-    reshapes, for Core ML. Returns the number of blocks set.
-    """
-    if layout not in PATCH_LAYOUTS:
-        raise ValueError(f"patch layout must be one of {', '.join(PATCH_LAYOUTS)}, not {layout!r}")
-    blocks = [m for m in model.modules() if isinstance(m, MobileViTBlock)]
-    for block in blocks:
-        block.patch_layout = layout
-    return len(blocks)

@@ -55,19 +55,19 @@ def build_mobilevit(config: MobileViTConfig, features_only: bool = False, **over
     return MobileViT(config.replace(**overrides) if overrides else config, features_only=features_only)
 
 
-@register_model("mobilevit_xxs")
+@register_model("mobilevit_xxs", params=1_272_024)
 def mobilevit_xxs(**kwargs: Any) -> MobileViT:
     """MobileViT-XXS: 1,272,024 parameters, 69.0% ImageNet top-1 (paper)."""
     return build_mobilevit(MOBILEVIT_XXS, **kwargs)
 
 
-@register_model("mobilevit_xs")
+@register_model("mobilevit_xs", params=2_317_848)
 def mobilevit_xs(**kwargs: Any) -> MobileViT:
     """MobileViT-XS: 2,317,848 parameters, 74.8% ImageNet top-1 (paper)."""
     return build_mobilevit(MOBILEVIT_XS, **kwargs)
 
 
-@register_model("mobilevit_s")
+@register_model("mobilevit_s", params=5_578_632)
 def mobilevit_s(**kwargs: Any) -> MobileViT:
     """MobileViT-S: 5,578,632 parameters, 78.4% ImageNet top-1 (paper)."""
     return build_mobilevit(MOBILEVIT_S, **kwargs)

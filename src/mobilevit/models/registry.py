@@ -12,18 +12,30 @@ from collections.abc import Callable
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_PARAMS: dict[str, int] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
+def register_model(
+    name: str, params: int | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder ``fn(**kwargs) -> nn.Module`` under ``name``, with the
+    parameter count its default build has (the one table of them; a test checks every entry)."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = fn
+        if params is not None:
+            _PARAMS[name] = params
         return fn
 
     return wrap
+
+
+def expected_params(name: str) -> int | None:
+    """The parameter count registered for ``name`` (its default build), None if none was."""
+    model_entrypoint(name)
+    return _PARAMS.get(name)
 
 
 def list_models(pattern: str = "*") -> list[str]:

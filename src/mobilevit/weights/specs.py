@@ -175,6 +175,6 @@ def resolve_weights(tag: str, download: bool | None = None) -> Path:
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         if digest != spec.sha256:
             tmp.unlink()
-            raise RuntimeError(f"{spec.url}: sha256 {digest} does not match the spec's {spec.sha256}")
+            raise ValueError(f"{spec.url}: sha256 {digest} does not match the spec's {spec.sha256}")
     tmp.replace(path)
     return path

@@ -1,6 +1,6 @@
 """Apple ml-cvnets v0.1 checkpoints -> this package's key layout.
 
-Layout (see shared/fixtures/cvnets/README.md): ``conv_1`` stem, ``layer_{1..5}`` stages with
+Layout (the official checkpoints' key names): ``conv_1`` stem, ``layer_{1..5}`` stages with
 ``block.{exp_1x1,conv_3x3,red_1x1}`` MV2 blocks, MobileViT blocks with ``local_rep``,
 ``global_rep`` (pre-norm transformer layers + a final LayerNorm), ``conv_proj`` and ``fusion``,
 then ``conv_1x1_exp`` and ``classifier.fc``. Detection and segmentation models prefix the

@@ -1,0 +1,5 @@
+"""``python -m mobilevit.cli``: the ``mobilevit`` command (what torchrun launches)."""
+
+from . import main
+
+raise SystemExit(main())

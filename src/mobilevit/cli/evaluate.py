@@ -1,0 +1,35 @@
+"""``mobilevit eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "eval",
+        help="top-1 / top-5 (classifiers), mIoU (segmentation) or COCO mAP (detection) on a validation split",
+    )
+    s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
+    s.add_argument("--config", default=None, help="recipe whose data section to use")
+    s.add_argument("overrides", nargs="*", help="e.g. data.dataset=digits data.img_size=64")
+    s.add_argument("--model", default=None)
+    s.add_argument("--out-dir", default=None)
+    s.set_defaults(fn=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import evaluate_weights
+
+    overrides = list(args.overrides)
+    if not any(o.startswith("run.out_dir=") for o in overrides):
+        overrides.append(f"run.out_dir={args.out_dir or Path(args.weights).parent / 'eval'}")
+    result = evaluate_weights(args.weights, args.config, overrides, model_name=args.model)
+    if "summary" in result:  # pycocotools' own table
+        print(result.pop("summary"), file=sys.stderr)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,81 @@
+"""Faster ways to move the MobileViT block's tokens, each giving the reference's outputs.
+
+The reference unfold / fold (:func:`~.blocks.unfold_patches` with ``layout="nchw"``) keeps every
+reshape at rank <= 4, as Core ML needs, and makes two copies each way. The layouts here move the
+same memory with fewer copies; which one is fastest depends on the runtime (docs/measured_defaults.md):
+
+- ``"nhwc"`` (the eager default): unfold and fold through the [B, H, W, C] view, one copy each
+  way that moves whole C-vectors (a rank-6 permute), none more for a channels-last input;
+- ``"pixels"`` (the ONNX export's): no unfold or fold at all. Tokens stay in pixel order
+  [B, H*W, d]: LayerNorm and the linear layers act per token, so order does not matter to them,
+  and each attention layer gathers a patch position's pixels inside the transposes it makes
+  anyway (rank 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
+
+
+def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """:func:`~.blocks.unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C]."""
+    b, c, h, w = x.shape
+    nh, nw = h // ph, w // pw
+    # memory [B, H, W, C] = [B, nh, ph, nw, pw, C] -> [B, ph, pw, nh, nw, C] -> [B*P, N, C]
+    x = x.permute(0, 2, 3, 1).reshape(b, nh, ph, nw, pw, c).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b * ph * pw, nh * nw, c)
+
+
+def fold_nhwc(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
+    """:func:`~.blocks.fold_patches` in one copy, into [B, H, W, C] memory: returns its
+    [B, C, H, W] view (channels-last)."""
+    c = x.shape[-1]
+    # [B*P, N, C] -> [B, ph, pw, nh, nw, C] -> [B, nh, ph, nw, pw, C] = memory [B, H, W, C]
+    x = x.reshape(batch, ph, pw, nh, nw, c).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(batch, nh * ph, nw * pw, c).permute(0, 3, 1, 2)  # [B, C, H, W] view
+
+
+def pixel_order_attention(
+    qkv: torch.Tensor, grid: tuple[int, int, int, int], heads: int, head_dim: int, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Attention of [B, H*W, 3d] projections in pixel order, each pixel attending to the pixels at
+    its position in the other patches; returns [B, H*W, d] before the output projection."""
+    b, hw, _ = qkv.shape
+    nh, ph, nw, pw = grid
+    # [B, H*W, 3d] = [B, nh, ph, nw, pw, 3, heads, hd] -> [3, B, ph, pw, heads, nh, nw, hd]
+    qkv = qkv.reshape(b, nh, ph, nw, pw, 3, heads, head_dim).permute(5, 0, 2, 4, 6, 1, 3, 7)
+    q, k, v = qkv.reshape(3, b * ph * pw, heads, nh * nw, head_dim).unbind(0)  # [B*P, heads, N, hd]
+    y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    # [B*P, heads, N, hd] = [B, ph, pw, heads, nh, nw, hd] -> [B, nh, ph, nw, pw, heads, hd]
+    y = y.reshape(b, ph, pw, heads, nh, nw, head_dim).permute(0, 4, 1, 5, 2, 3, 6)
+    return y.reshape(b, hw, heads * head_dim)
+
+
+def transform_in_pixel_order(
+    y: torch.Tensor, layers: nn.Sequential, norm: Callable[[torch.Tensor], torch.Tensor], ph: int, pw: int
+) -> torch.Tensor:
+    """The block's transformer on a [B, d, H, W] map without unfolding it: [B, d, H, W] out."""
+    b, _, h, w = y.shape
+    grid = (h // ph, ph, w // pw, pw)
+    tokens = y.permute(0, 2, 3, 1).reshape(b, h * w, -1)  # [B, H*W, d], pixel order
+    for layer in layers:
+        tokens = layer(tokens, grid)
+    # [B, H*W, d] -> [B, H, W, d] -> [B, d, H, W] (a channels-last view)
+    return norm(tokens).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def set_patch_layout(model: nn.Module, layout: str) -> int:
+    """Set how every MobileViT block of ``model`` unfolds / folds (``"nhwc"``, ``"pixels"`` or the
+    reference ``"nchw"``); the outputs do not change. Returns the number of blocks set."""
+    if layout not in PATCH_LAYOUTS:
+        raise ValueError(f"patch layout must be one of {', '.join(PATCH_LAYOUTS)}, not {layout!r}")
+    blocks = [m for m in model.modules() if hasattr(m, "patch_layout")]
+    for block in blocks:
+        block.patch_layout = layout
+    return len(blocks)
