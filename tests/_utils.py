@@ -10,10 +10,11 @@ from torch import nn
 
 from mobilevit.bench.peers import HF_CONFIGS  # transformers configs of the three variants (one copy)
 
-__all__ = ["FIXTURES", "HF_CONFIGS", "REPO", "VARIANTS", "max_diff", "randomize"]
+__all__ = ["FIXTURES", "FIXTURES_V2", "HF_CONFIGS", "REPO", "VARIANTS", "max_diff", "randomize"]
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MOBILEVIT_FIXTURES", REPO.parent / "shared" / "fixtures" / "cvnets"))
+FIXTURES_V2 = FIXTURES.parent / "cvnets_v2"  # the official MobileViT v2 code's outputs
 VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
 
 
@@ -29,7 +30,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-        if isinstance(m, nn.BatchNorm2d | nn.LayerNorm):
+        if isinstance(m, nn.BatchNorm2d | nn.LayerNorm | nn.GroupNorm):
             m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
             m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
         if isinstance(m, nn.Linear | nn.Conv2d) and m.bias is not None:

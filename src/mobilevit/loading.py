@@ -17,6 +17,7 @@ from torch import nn
 
 from .models import create_model
 from .models.mobilevit import CONFIGS
+from .models.mobilevitv2 import CONFIGS_V2
 from .weights.convert import (
     ConversionError,
     convert_with_task,
@@ -116,7 +117,8 @@ def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
         names = [f"ssdlite_{n}" for n in CONFIGS]
         num_classes = num_classes_of(state_dict)
     else:
-        names = list(CONFIGS)
+        v2 = any(k.endswith("attn.qkv_proj.weight") for k in state_dict)  # separable attention
+        names = list(CONFIGS_V2 if v2 else CONFIGS)
         num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
     for name in names:
         ref = create_model(name, num_classes=num_classes).state_dict()
@@ -134,9 +136,11 @@ def convert_file(
     source: str | None = None,
     model_name: str | None = None,
     to_rgb: bool = True,
+    trained_on: str | None = None,
 ) -> WeightsMeta:
     """Convert a checkpoint file or folder to our safetensors format and verify it loads.
 
+    ``trained_on`` overrides the channel order the source is believed to have been trained on.
     Returns the metadata written next to the weights.
     """
     sd, _ = read_state_dict(src)
@@ -147,7 +151,7 @@ def convert_file(
         raise ConversionError(f"{src}: --from {source} given, but the keys look like a {detected} checkpoint")
     if source == "mobilevit":
         raise ConversionError(f"{src} is already in this package's format")
-    converted, task, order = convert_with_task(sd, source, to_rgb=to_rgb)
+    converted, task, order = convert_with_task(sd, source, to_rgb=to_rgb, trained_on=trained_on)
     name = model_name or infer_model_name(converted)
     num_classes = num_classes_of(converted)
     model = create_model(name, num_classes=num_classes)

@@ -23,6 +23,13 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="keep a BGR-trained stem as is (default: flip it so the model takes RGB)",
     )
+    s.add_argument(
+        "--trained-on",
+        choices=["rgb", "bgr"],
+        default=None,
+        help="the channel order the source weights were trained on, overriding what this package "
+        "believes (v1: BGR; v2: RGB, see README's input convention); BGR stems are flipped to RGB",
+    )
     s.set_defaults(fn=run)
 
 
@@ -30,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from ..loading import convert_file
 
     meta = convert_file(
-        args.src, args.out, source=args.source, model_name=args.model, to_rgb=not args.keep_bgr
+        args.src,
+        args.out,
+        source=args.source,
+        model_name=args.model,
+        to_rgb=not args.keep_bgr,
+        trained_on=args.trained_on,
     )
     print(
         f"wrote {args.out}: {meta.arch} ({meta.num_classes} classes) from {meta.extra['converted_from']}, "

@@ -295,9 +295,9 @@ def export_int8(
     numbers when int8 is not faster; :class:`~.onnx.ExportError` for a model that is not a
     classifier or data that cannot be read, before any export.
     """
-    from ..models import MobileViT
+    from ..models import BackboneBase
 
-    if not isinstance(model, MobileViT) or model.num_classes < 1:
+    if not isinstance(model, BackboneBase) or model.num_classes < 1:
         raise ExportError(
             "--int8 quantizes classifiers (its accuracy check is top-1 on labelled images); "
             f"got a {type(model).__name__}. Export segmentation and detection models in fp32."

@@ -117,9 +117,9 @@ def quantize_int8_torch(
     prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from ..models import MobileViT
+    from ..models import BackboneBase
 
-    if not isinstance(model, MobileViT) or model.num_classes < 1:
+    if not isinstance(model, BackboneBase) or model.num_classes < 1:
         raise ValueError(
             "int8 quantizes classifiers (its accuracy is measured as top-1 agreement with fp32); got a "
             f"{type(model).__name__}. Export segmentation and detection models in fp32."

@@ -2,15 +2,20 @@
 (its table and registered builders), the name table and the factory (``create_model``)."""
 
 from . import mobilevit as _mobilevit  # noqa: F401  (registers the v1 classifiers)
-from .backbone import FeatureInfo, MobileViT
+from . import mobilevitv2 as _mobilevitv2  # noqa: F401  (registers the v2 classifiers)
+from .backbone import BackboneBase, FeatureInfo, MobileViT
 from .config import MobileViTConfig, StageSpec
 from .factory import create_model
+from .mobilevitv2 import MobileViTv2, MobileViTv2Config
 from .registry import expected_params, list_models, model_entrypoint, register_model
 
 __all__ = [
+    "BackboneBase",
     "FeatureInfo",
     "MobileViT",
     "MobileViTConfig",
+    "MobileViTv2",
+    "MobileViTv2Config",
     "StageSpec",
     "create_model",
     "expected_params",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,16 +31,97 @@ class FeatureInfo:
     module: str
 
 
-class MobileViT(nn.Module):
-    """MobileViT classifier and backbone. Takes RGB images in [0, 1] by default, [B, C, H, W]."""
+class BackboneBase(nn.Module):
+    """What every MobileViT network shares (v1, v2): the backbone contract the heads rely on
+    (``forward_stages``, ``feature_info``, ``output_stride`` by dilation, ``features_only``), the
+    classifier head, input checks and initialisation. Subclasses build ``stem``, ``stages``,
+    ``feature_info``, ``num_features`` and (unless ``features_only``) ``head`` in ``__init__``,
+    and define ``forward_features``."""
 
     classifier_keys = ("head.fc.",)  # what reset_classifier re-initialises
+    config: Any
+    features_only: bool
+    pretrained_cfg: dict | None = None  # input convention of loaded weights, if any
+
+    # ------------------------------------------------------------------ init
+    def init_weights(self) -> None:
+        """Conv: kaiming normal (fan_out); linear: trunc normal std 0.02; norms: 1 / 0 (ml-cvnets)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d | nn.LayerNorm | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # --------------------------------------------------------------- forward
+    def check_input(self, x: torch.Tensor) -> None:
+        c = self.config.in_chans
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"MobileViT expects a torch.Tensor of shape [B, {c}, H, W], got {type(x).__name__}"
+            )
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(
+                f"MobileViT expects input of shape [B, {c}, H, W] (batch, channels, height, width), "
+                f"got {list(x.shape)}"
+            )
+
+    def forward_stages(self, x: torch.Tensor, out_indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Outputs of the stages L1..L5 (all five, or those in ``out_indices``, 0-based)."""
+        self.check_input(x)
+        wanted = range(len(self.stages)) if out_indices is None else out_indices
+        for i in wanted:
+            if not 0 <= i < len(self.stages):
+                raise IndexError(f"stage index {i} out of range 0..{len(self.stages) - 1}")
+        last = max(wanted)
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages[: last + 1]):
+            x = stage(x)
+            if i in wanted:
+                outs.append(x)
+        return outs
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.features_only:
+            raise RuntimeError("this MobileViT was built with features_only=True and has no classifier head")
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return x if self.features_only else self.forward_head(x)
+
+    # ------------------------------------------------------------ utilities
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear layer with a freshly initialised one for ``num_classes``."""
+        if self.features_only:
+            raise RuntimeError("a features_only backbone has no classifier to reset")
+        self.head = ClassifierHead(self.num_features, num_classes, self.config.classifier_dropout)
+        self.num_classes = num_classes
+        if self.head.fc is not None:
+            nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
+            nn.init.zeros_(self.head.fc.bias)
+
+    def feature_channels(self, out_indices: Sequence[int]) -> list[int]:
+        return [self.feature_info[i].channels for i in out_indices]
+
+
+class MobileViT(BackboneBase):
+    """MobileViT classifier and backbone. Takes RGB images in [0, 1] by default, [B, C, H, W]."""
 
     def __init__(self, config: MobileViTConfig, features_only: bool = False) -> None:
         super().__init__()
         self.config = config
         self.features_only = features_only
-        self.pretrained_cfg: dict | None = None  # input convention of loaded weights, if any
 
         self.stem = ConvNormAct(config.in_chans, config.stem_channels, 3, stride=2)
         # Stages from which a stride of 2 becomes dilation, per output stride (ml-cvnets rule).
@@ -101,78 +183,10 @@ class MobileViT(nn.Module):
             self.head = ClassifierHead(config.exp_channels, config.num_classes, config.classifier_dropout)
         self.init_weights()
 
-    # ------------------------------------------------------------------ init
-    def init_weights(self) -> None:
-        """Conv: kaiming normal (fan_out); linear: trunc normal std 0.02; norms: 1 / 0 (ml-cvnets)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d | nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    # --------------------------------------------------------------- forward
-    def check_input(self, x: torch.Tensor) -> None:
-        c = self.config.in_chans
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"MobileViT expects a torch.Tensor of shape [B, {c}, H, W], got {type(x).__name__}"
-            )
-        if x.ndim != 4 or x.shape[1] != c:
-            raise ValueError(
-                f"MobileViT expects input of shape [B, {c}, H, W] (batch, channels, height, width), "
-                f"got {list(x.shape)}"
-            )
-
-    def forward_stages(self, x: torch.Tensor, out_indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Outputs of the stages L1..L5 (all five, or those in ``out_indices``, 0-based)."""
-        self.check_input(x)
-        wanted = range(len(self.stages)) if out_indices is None else out_indices
-        for i in wanted:
-            if not 0 <= i < len(self.stages):
-                raise IndexError(f"stage index {i} out of range 0..{len(self.stages) - 1}")
-        last = max(wanted)
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages[: last + 1]):
-            x = stage(x)
-            if i in wanted:
-                outs.append(x)
-        return outs
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-pool features: the 1x1 expansion output (or the L5 output for a backbone)."""
         x = self.forward_stages(x, [len(self.stages) - 1])[0]
         return x if self.features_only else self.conv_exp(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.features_only:
-            raise RuntimeError("this MobileViT was built with features_only=True and has no classifier head")
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        return x if self.features_only else self.forward_head(x)
-
-    # ------------------------------------------------------------ utilities
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final linear layer with a freshly initialised one for ``num_classes``."""
-        if self.features_only:
-            raise RuntimeError("a features_only backbone has no classifier to reset")
-        self.head = ClassifierHead(self.num_features, num_classes, self.config.classifier_dropout)
-        self.num_classes = num_classes
-        if self.head.fc is not None:
-            nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
-            nn.init.zeros_(self.head.fc.bias)
-
-    def feature_channels(self, out_indices: Sequence[int]) -> list[int]:
-        return [self.feature_info[i].channels for i in out_indices]
 
 
 class ClassifierHead(nn.Module):

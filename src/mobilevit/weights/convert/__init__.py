@@ -54,14 +54,21 @@ def convert_state_dict(
 
 
 def convert_with_task(
-    state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True
+    state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True, trained_on: str | None = None
 ) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Like :func:`convert_state_dict`, also returning the task (classification / segmentation)."""
+    """Like :func:`convert_state_dict`, also returning the task (classification / segmentation).
+
+    ``trained_on`` ("RGB" / "BGR") overrides the channel order the source is believed to have
+    been trained on (for MobileViT v2 the sources disagree: README, "Input convention")."""
     if source not in _MODULES:
         raise ConversionError(f"unknown source format {source!r}; choose from {', '.join(SOURCES)}")
     module = _MODULES[source]
     out, task = module.convert(dict(state_dict))
-    order = module.CHANNEL_ORDER
+    order = module.channel_order(state_dict) if hasattr(module, "channel_order") else module.CHANNEL_ORDER
+    if trained_on is not None:
+        if trained_on.upper() not in ("RGB", "BGR"):
+            raise ConversionError(f"trained_on must be RGB or BGR, got {trained_on!r}")
+        order = trained_on.upper()
     if to_rgb and order == "BGR":
         flip_input_channels(out, STEM_KEY[task])
         order = "RGB"

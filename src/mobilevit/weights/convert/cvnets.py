@@ -86,13 +86,66 @@ BACKBONE_RULES = RuleSet(
 )
 
 
+_FFN_V2 = {"0": "norm2", "1.block.conv": "mlp.fc1", "3.block.conv": "mlp.fc2"}
+
+# MobileViT v2 (ml-cvnets v0.2): the same stem and MV2 blocks, the separable-attention block
+BACKBONE_RULES_V2 = RuleSet(
+    "cvnets (v2)",
+    (
+        *BACKBONE_RULES.rules[:2],  # stem, MV2 blocks
+        (
+            _L + r"\.1\.local_rep\.0\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.conv_kxk.{m}.{t}"),
+        ),
+        (
+            _L + r"\.1\.local_rep\.1\.block\.conv\.weight",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.conv_1x1.weight"),
+        ),
+        (
+            _L + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_attn\.0\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.transformer.{j}.norm1.{t}"),
+        ),
+        (
+            _L
+            + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_attn\.1\.(?P<w>qkv_proj|out_proj)\.block\.conv\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.transformer.{j}.attn.{w}.{t}"),
+        ),
+        (
+            _L
+            + r"\.1\.global_rep\.(?P<j>\d+)\.pre_norm_ffn\.(?P<i>0|1\.block\.conv|3\.block\.conv)\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.transformer.{j}." + _FFN_V2[m["i"]] + ".{t}"),
+        ),
+        (
+            _L + r"\.1\.global_rep\.\d+\.(?P<t>weight|bias)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.norm.{t}"),
+        ),
+        (
+            _L + r"\.1\.conv_proj\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: _p(m) + shift_stage(m, "stages.{layer}.1.conv_proj.{m}.{t}"),
+        ),
+        (r"classifier\.1\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
+    ),
+)
+
+
+def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
+    """A MobileViT v2 checkpoint (separable attention) rather than v1."""
+    return any(".pre_norm_attn." in k for k in state_dict)
+
+
+def channel_order(state_dict: dict[str, torch.Tensor]) -> str:
+    """The input the weights were trained on: v0.1 (v1) read images with OpenCV (BGR); v0.2,
+    which released v2, reads them with PIL (RGB)."""
+    return "RGB" if is_v2(state_dict) else CHANNEL_ORDER
+
+
 def is_cvnets(state_dict: dict[str, torch.Tensor]) -> bool:
     return "conv_1.block.conv.weight" in state_dict or "encoder.conv_1.block.conv.weight" in state_dict
 
 
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """cvnets ``MobileViT`` classifier state dict -> ours."""
-    return BACKBONE_RULES.apply(state_dict)
+    """cvnets ``MobileViT`` / ``MobileViTv2`` classifier state dict -> ours."""
+    return (BACKBONE_RULES_V2 if is_v2(state_dict) else BACKBONE_RULES).apply(state_dict)
 
 
 SEG_HEAD_RULES = RuleSet(
@@ -156,11 +209,12 @@ DET_HEAD_RULES = RuleSet(
 def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Any supported cvnets MobileViT checkpoint -> (ours, task)."""
     task = task_of(state_dict)
+    rules = BACKBONE_RULES_V2 if is_v2(state_dict) else BACKBONE_RULES
     if task == "classification":
-        return BACKBONE_RULES.apply(state_dict), task
+        return rules.apply(state_dict), task
     head_prefix = "seg_head." if task == "segmentation" else ("ssd_heads.", "extra_layers.")
     head = {k: v for k, v in state_dict.items() if k.startswith(head_prefix)}
-    body = BACKBONE_RULES.apply({k: v for k, v in state_dict.items() if not k.startswith(head_prefix)})
+    body = rules.apply({k: v for k, v in state_dict.items() if not k.startswith(head_prefix)})
     if task == "segmentation":
         return {**body, **SEG_HEAD_RULES.apply(head)}, task
     # detection: the backbone sits inside the feature pyramid, as backbone.body

@@ -1,4 +1,4 @@
-"""timm ``mobilevit_*`` (ByobNet) state dicts -> this package's key layout.
+"""timm ``mobilevit_*`` and ``mobilevitv2_*`` (ByobNet) state dicts -> this package's key layout.
 
 timm keeps ml-cvnets' structure under other names: ``stem``, ``stages.{i}.{j}`` with
 ``conv1_1x1 / conv2_kxk / conv3_1x1`` MV2 blocks and ``conv_kxk / conv_1x1 / transformer /
@@ -49,13 +49,38 @@ RULES = RuleSet(
 )
 
 
+# MobileViT v2 (timm's ``mobilevitv2_*``): the same MV2 blocks; the v2 block's names are kept
+RULES_V2 = RuleSet(
+    "timm (v2)",
+    (
+        *RULES.rules[:2],  # stem, MV2 blocks
+        (
+            r"stages\.(?P<i>\d)\.1\.(?P<c>conv_kxk|conv_proj)\.(?P<m>conv|bn)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.1.{m['c']}.{_norm(m['m'])}.{m['t']}",
+        ),
+        (r"stages\.(?P<i>\d)\.1\.conv_1x1\.weight", r"stages.\g<i>.1.conv_1x1.weight"),
+        (
+            r"stages\.(?P<i>\d)\.1\.transformer\.(?P<j>\d+)\.(?P<w>norm1|norm2|attn\.qkv_proj|attn\.out_proj|mlp\.fc1|mlp\.fc2)\.(?P<t>weight|bias)",
+            r"stages.\g<i>.1.transformer.\g<j>.\g<w>.\g<t>",
+        ),
+        (r"stages\.(?P<i>\d)\.1\.norm\.(?P<t>weight|bias)", r"stages.\g<i>.1.norm.\g<t>"),
+        (r"head\.fc\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
+    ),
+)
+
+
+def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
+    """MobileViT v2 (separable attention: one qkv conv to 1 + 2d channels) rather than v1."""
+    return any(k.endswith("attn.qkv_proj.weight") for k in state_dict)
+
+
 def is_timm(state_dict: dict[str, torch.Tensor]) -> bool:
     return "stem.bn.weight" in state_dict and any(".conv1_1x1." in k for k in state_dict)
 
 
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm ``MobileVit`` (ByobNet) classifier state dict -> ours."""
-    return RULES.apply(state_dict)
+    """timm ``MobileVit`` (ByobNet) classifier state dict, v1 or v2 -> ours."""
+    return (RULES_V2 if is_v2(state_dict) else RULES).apply(state_dict)
 
 
 def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:

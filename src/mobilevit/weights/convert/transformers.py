@@ -87,6 +87,65 @@ CLASSIFIER_RULES = _rules(seg=False)
 BACKBONE_RULES = _rules(seg=True)
 
 
+_TL_V2 = {
+    "layernorm_before": "norm1",
+    "attention.qkv_proj.convolution": "attn.qkv_proj",
+    "attention.out_proj.convolution": "attn.out_proj",
+    "layernorm_after": "norm2",
+    "ffn.conv1.convolution": "mlp.fc1",
+    "ffn.conv2.convolution": "mlp.fc2",
+}
+_P2 = r"mobilevitv2\.encoder\.layer\.(?P<i>\d)\."
+
+# MobileViT v2 (``MobileViTV2*``): the same MV2 names; the separable-attention block's qkv is one conv
+CLASSIFIER_RULES_V2 = RuleSet(
+    "transformers (v2)",
+    (
+        (
+            r"mobilevitv2\.conv_stem\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+            lambda m: f"stem.{_CONV[m['m']]}.{m['t']}",
+        ),
+        (
+            _P2
+            + r"layer\.(?P<j>\d+)\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.{m['j']}.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
+        ),
+        (
+            _P2
+            + r"downsampling_layer\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+            lambda m: f"stages.{m['i']}.0.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
+        ),
+        (
+            _P2 + r"(?P<c>conv_kxk|conv_projection)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+            lambda m: (
+                f"stages.{m['i']}.1.{'conv_kxk' if m['c'] == 'conv_kxk' else 'conv_proj'}.{_CONV[m['m']]}.{m['t']}"
+            ),
+        ),
+        (_P2 + r"conv_1x1\.convolution\.weight", r"stages.\g<i>.1.conv_1x1.weight"),
+        (
+            _P2
+            + r"transformer\.layer\.(?P<j>\d+)\.(?P<w>"
+            + "|".join(re.escape(k) for k in _TL_V2)
+            + r")\.(?P<t>weight|bias)",
+            lambda m: f"stages.{m['i']}.1.transformer.{m['j']}.{_TL_V2[m['w']]}.{m['t']}",
+        ),
+        (_P2 + r"layernorm\.(?P<t>weight|bias)", r"stages.\g<i>.1.norm.\g<t>"),
+        (r"classifier\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
+    ),
+)
+
+
+def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("mobilevitv2.") for k in state_dict)
+
+
+def channel_order(state_dict: dict[str, torch.Tensor]) -> str:
+    """v1: BGR (what the released image processors feed). v2: the same weights as ml-cvnets v0.2
+    and timm, trained on RGB (PIL) images; the hub's processors flip to BGR anyway, carried over
+    from v1 (README, "Input convention", says why RGB is believed)."""
+    return "RGB" if is_v2(state_dict) else CHANNEL_ORDER
+
+
 def is_transformers(state_dict: dict[str, torch.Tensor]) -> bool:
     return any(k.endswith("conv_stem.convolution.weight") for k in state_dict)
 
@@ -111,7 +170,9 @@ def merge_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def convert_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``MobileViTForImageClassification`` (or ``MobileViTModel``) state dict -> ours."""
+    """``MobileViT(V2)ForImageClassification`` (or ``MobileViT(V2)Model``) state dict -> ours."""
+    if is_v2(state_dict):
+        return CLASSIFIER_RULES_V2.apply(state_dict)
     return merge_qkv(CLASSIFIER_RULES.apply(state_dict))
 
 
@@ -142,6 +203,10 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     task = task_of(state_dict)
     if task == "classification":
         return convert_classifier(state_dict), task
+    if is_v2(state_dict):
+        raise ConversionError(
+            "transformers MobileViTV2 segmentation checkpoints are not supported yet (classifiers are)"
+        )
     head = {k: v for k, v in state_dict.items() if k.startswith("segmentation_head.")}
     body = {k: v for k, v in state_dict.items() if not k.startswith("segmentation_head.")}
     return {**merge_qkv(BACKBONE_RULES.apply(body)), **SEG_HEAD_RULES.apply(head)}, task

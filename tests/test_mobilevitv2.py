@@ -1,0 +1,166 @@
+"""MobileViT v2: the seven widths exact to timm / transformers / ml-cvnets, the block's pieces,
+conversion of each peer's layout, and the backbone contract."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _utils import FIXTURES_V2, max_diff, randomize
+
+from mobilevit import create_model
+from mobilevit.bench import count_params
+from mobilevit.cli import main
+from mobilevit.loading import load_model
+from mobilevit.models.mobilevitv2 import WIDTHS, fold_patches_v2, unfold_patches_v2
+from mobilevit.weights.convert import convert_state_dict, detect_source
+
+PARAMS = {  # at 1000 classes: timm and transformers agree
+    "050": 1_370_593, "075": 2_866_009, "100": 4_901_841, "125": 7_478_089,
+    "150": 10_594_753, "175": 14_251_833, "200": 18_449_329,
+}  # fmt: skip
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return max_diff(a, b) / b.abs().max().item()
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_parameter_counts_and_channels(width):
+    model = create_model(f"mobilevitv2_{width}")
+    assert count_params(model) == PARAMS[width]
+    assert len(model.state_dict()) == 269
+    assert model.feature_info[-1].channels == int(512 * WIDTHS[width]) and model.num_features == int(
+        512 * WIDTHS[width]
+    )
+
+
+def test_unfold_fold_are_f_unfold_and_f_fold():
+    x = torch.randn(2, 6, 8, 12)
+    tokens = unfold_patches_v2(x, 2, 2)
+    ref = F.unfold(x, kernel_size=2, stride=2).reshape(2, 6, 4, -1)  # [B, d, P, N]
+    assert torch.equal(tokens, ref)
+    assert torch.equal(fold_patches_v2(tokens, 2, 2, 4, 6), x)
+    assert torch.equal(F.fold(ref.reshape(2, 24, -1), (8, 12), kernel_size=2, stride=2), x)
+
+
+@pytest.mark.parametrize("width", ["050", "100", "200"])
+def test_equal_to_timm_at_three_sizes(width):
+    timm = pytest.importorskip("timm")
+    ref = randomize(timm.create_model(f"mobilevitv2_{width}", pretrained=False)).eval()
+    sd, order = convert_state_dict(ref.state_dict(), "timm")
+    assert order == "RGB"
+    model = create_model(f"mobilevitv2_{width}")
+    model.load_state_dict(sd)
+    model.eval()
+    with torch.no_grad():
+        for size, batch in (((224, 224), 1), ((256, 256), 2), ((200, 312), 3)):
+            x = torch.rand(batch, 3, *size)
+            assert rel(model(x), ref(x)) <= 1e-4, size
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0])
+def test_transformers_equal_at_256_and_320x256_and_divergent_at_224(width):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MobileViTV2Config(width_multiplier=width, num_labels=1000)
+    ref = randomize(transformers.MobileViTV2ForImageClassification(cfg)).eval()
+    sd = ref.state_dict()
+    assert detect_source(sd) == "transformers"
+    sd, order = convert_state_dict(sd, "transformers")
+    assert order == "RGB"  # the weights are ml-cvnets v0.2's (README: input convention)
+    model = create_model({0.5: "mobilevitv2_050", 1.0: "mobilevitv2_100"}[width])
+    model.load_state_dict(sd)
+    model.eval()
+    with torch.no_grad():
+        for size in ((256, 256), (320, 256)):
+            x = torch.rand(2, 3, *size)
+            assert rel(model(x), ref(pixel_values=x).logits) <= 1e-4
+        # transformers skips the resize of odd maps to the patch grid (224 -> a 7x7 L5): not copied
+        x = torch.rand(2, 3, 224, 224)
+        assert rel(model(x), ref(pixel_values=x).logits) > 1e-2
+
+
+@pytest.mark.skipif(not FIXTURES_V2.is_dir(), reason=f"ml-cvnets v2 fixtures not found at {FIXTURES_V2}")
+def test_cvnets_v2_checkpoint_reproduces_the_official_outputs(tmp_path, capsys):
+    io = torch.load(FIXTURES_V2 / "mobilevitv2_050.io.pt", weights_only=True)
+    out = tmp_path / "v2.safetensors"
+    assert main(["convert", str(FIXTURES_V2 / "mobilevitv2_050.pt"), str(out)]) == 0
+    assert "mobilevitv2_050 (1000 classes) from cvnets, takes RGB" in capsys.readouterr().out
+    model, meta = load_model(out)
+    assert meta.arch == "mobilevitv2_050" and meta.channel_order == "RGB"
+    x = io["input"]
+    with torch.no_grad():
+        assert max_diff(model(x), io["output"]) <= 1e-4
+        assert max_diff(model.forward_features(x), io["features"]) <= 1e-3
+        for i, feats in enumerate(model.forward_stages(x)):
+            assert max_diff(feats.mean((2, 3)), io["stage_channel_means"][f"out_l{i + 1}"]) <= 1e-4
+
+
+def test_backbone_contract_and_output_stride():
+    x = torch.rand(1, 3, 128, 128)
+    for os_, reductions in ((32, [2, 4, 8, 16, 32]), (16, [2, 4, 8, 16, 16]), (8, [2, 4, 8, 8, 8])):
+        model = create_model("mobilevitv2_050", output_stride=os_, features_only=True).eval()
+        assert [f.reduction for f in model.feature_info] == reductions
+        with torch.no_grad():
+            outs = model.forward_stages(x)
+        assert [o.shape[-1] for o in outs] == [128 // r for r in reductions]
+    dilated = create_model("mobilevitv2_050", output_stride=16, features_only=True)
+    assert dilated.stages[4][1].conv_kxk.conv.dilation == (
+        2,
+        2,
+    )  # the v2 block's dw conv, as ml-cvnets / timm
+
+
+def test_config_knobs_and_bad_values():
+    m = create_model(
+        "mobilevitv2_050", num_classes=7, depths=(1, 1, 1), attn_dims=(32, 48, 64), ffn_ratio=1.0
+    )
+    assert m.stages[2][1].transformer[0].mlp.fc1.out_channels == 32 and len(m.stages[3][1].transformer) == 1
+    assert m(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+    bn = create_model("mobilevitv2_050", norm="batch_norm")
+    assert isinstance(bn.stages[2][1].norm, torch.nn.BatchNorm2d)
+    for bad, msg in (
+        ({"depths": (2, 0, 3)}, "depths"),
+        ({"norm": "rms"}, "norm"),
+        ({"patch_size": (0, 2)}, "patch_size"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            create_model("mobilevitv2_050", **bad)
+    with pytest.raises(TypeError, match="unknown MobileViTv2Config field"):
+        create_model("mobilevitv2_050", skip_connection=False)
+
+
+def test_odd_sizes_are_resized_up_and_kept():
+    model = create_model("mobilevitv2_050", features_only=True).eval()
+    with torch.no_grad():
+        outs = model.forward_stages(torch.rand(1, 3, 224, 224))
+    assert [o.shape[-1] for o in outs] == [112, 56, 28, 14, 8]  # L5 sees 7 -> 8, as ml-cvnets and timm
+
+
+def test_onnx_export_at_an_even_and_an_odd_size(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from mobilevit.export import export_onnx, optimize_for_inference
+
+    model = create_model("mobilevitv2_050").eval()
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert max_diff(optimize_for_inference(model)(x), model(x)) <= 1e-4  # BN folded
+    for size in ((256, 256), (224, 224)):  # the reshape unfold / fold: no col2im, opset 17
+        report = export_onnx(model, tmp_path / f"v2_{size[0]}.onnx", size, dynamic_batch=True)
+        assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"])
+
+
+@pytest.mark.skipif(not FIXTURES_V2.is_dir(), reason=f"ml-cvnets v2 fixtures not found at {FIXTURES_V2}")
+def test_the_other_channel_order_is_a_flag_away(tmp_path, capsys):
+    io = torch.load(FIXTURES_V2 / "mobilevitv2_050.io.pt", weights_only=True)
+    out = tmp_path / "bgr.safetensors"
+    src = str(FIXTURES_V2 / "mobilevitv2_050.pt")
+    assert main(["convert", src, str(out), "--trained-on", "bgr"]) == 0  # transformers' belief
+    assert "takes RGB input" in capsys.readouterr().out  # flipped so that RGB goes in
+    model, _ = load_model(out)
+    with torch.no_grad():  # RGB into the flipped stem = the original weights fed BGR
+        assert (
+            max_diff(
+                model(io["input"]),
+                create_model("mobilevitv2_050", pretrained=src).eval()(io["input"].flip(1)),
+            )
+            <= 1e-4
+        )
