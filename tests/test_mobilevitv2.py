@@ -164,3 +164,42 @@ def test_the_other_channel_order_is_a_flag_away(tmp_path, capsys):
             )
             <= 1e-4
         )
+
+
+# ------------------------------------------------------------------ DeepLabv3 on MobileViT v2
+SEG_PARAMS = {  # at 21 classes, without ml-cvnets' training-only aux head (as transformers counts)
+    "050": 6_242_318, "075": 9_510_278, "100": 13_318_654, "125": 17_667_446,
+    "150": 22_556_654, "175": 27_986_278, "200": 33_956_318,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_deeplabv3_v2_parameter_counts(width):
+    model = create_model(f"deeplabv3_mobilevitv2_{width}")
+    assert count_params(model) == SEG_PARAMS[width]
+    assert model.output_stride == 16 and model.aspp.project.conv.out_channels == 512 and model.align_corners
+
+
+def test_deeplabv3_v2_ade20k_settings_are_a_config():
+    model = create_model("deeplabv3_mobilevitv2_050", num_classes=150, output_stride=8)
+    assert model.output_stride == 8 and [b.conv.dilation[0] for b in list(model.aspp.convs)[1:4]] == [
+        12,
+        24,
+        36,
+    ]
+
+
+@pytest.mark.skipif(not FIXTURES_V2.is_dir(), reason=f"ml-cvnets v2 fixtures not found at {FIXTURES_V2}")
+def test_cvnets_v2_deeplabv3_reproduces_the_official_outputs(tmp_path, capsys):
+    io = torch.load(FIXTURES_V2 / "deeplabv3_mobilevitv2_050.io.pt", weights_only=True)
+    out = tmp_path / "seg.safetensors"
+    assert main(["convert", str(FIXTURES_V2 / "deeplabv3_mobilevitv2_050.pt"), str(out)]) == 0
+    assert "deeplabv3_mobilevitv2_050 (21 classes) from cvnets, takes RGB" in capsys.readouterr().out
+    model, meta = load_model(out)
+    assert meta.task == "segmentation"
+    x = io["input"]
+    with torch.no_grad():
+        assert max_diff(model.forward_lowres(x), io["logits_lowres"]) <= 1e-4
+        assert max_diff(model(x)[:, :, ::7, ::7], io["output_subsampled"]) <= 1e-4  # align_corners=True
+        for i, feats in enumerate(model.backbone.forward_stages(x)):
+            assert max_diff(feats.mean((2, 3)), io["stage_channel_means"][f"out_l{i + 1}"]) <= 1e-4

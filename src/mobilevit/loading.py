@@ -110,15 +110,16 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
 def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
     """The registered model whose parameter shapes match ``state_dict`` (ours layout)."""
     task = task_of(state_dict)
+    v2 = any(k.endswith("attn.qkv_proj.weight") for k in state_dict)  # separable attention
+    family = CONFIGS_V2 if v2 else CONFIGS
     if task == "segmentation":
-        names = [f"deeplabv3_{n}" for n in CONFIGS]
+        names = [f"deeplabv3_{n}" for n in family]
         num_classes = state_dict["classifier.weight"].shape[0]
     elif task == "detection":
-        names = [f"ssdlite_{n}" for n in CONFIGS]
+        names = [f"ssdlite_{n}" for n in family]
         num_classes = num_classes_of(state_dict)
     else:
-        v2 = any(k.endswith("attn.qkv_proj.weight") for k in state_dict)  # separable attention
-        names = list(CONFIGS_V2 if v2 else CONFIGS)
+        names = list(family)
         num_classes = state_dict["head.fc.weight"].shape[0] if "head.fc.weight" in state_dict else 1000
     for name in names:
         ref = create_model(name, num_classes=num_classes).state_dict()

@@ -121,7 +121,10 @@ def predict_masks(
         if flip:
             x = x.flip(1)
         logits = model.forward_lowres(x)
-        logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
+        corners = getattr(model, "align_corners", False)  # as the head upsamples
+        logits = F.interpolate(
+            logits, size=(image.height, image.width), mode="bilinear", align_corners=corners
+        )
         mask = logits.argmax(1)[0]
         colour = colorize(mask).convert("RGB")
         overlay = Image.blend(image, colour, alpha)

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.backbone import MobileViT
+from ..models.backbone import BackboneBase
 from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
+from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
 from ..models.registry import register_model
 
 
@@ -64,18 +65,19 @@ class DeepLabV3(nn.Module):
 
     classifier_keys = ("classifier.",)  # what reset_classifier re-initialises
 
-    def mobilevit_backbone(self) -> MobileViT:
+    def mobilevit_backbone(self) -> BackboneBase:
         """The MobileViT inside (where ``create_model(backbone_weights=...)`` loads)."""
         return self.backbone
 
     def __init__(
         self,
-        backbone: MobileViT,
+        backbone: BackboneBase,
         num_classes: int = 21,
         aspp_channels: int = 256,
         rates: Sequence[int] = (6, 12, 18),
         aspp_dropout: float = 0.1,
         classifier_dropout: float = 0.1,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         if not backbone.features_only:
@@ -86,6 +88,8 @@ class DeepLabV3(nn.Module):
         self.config = backbone.config
         self.num_classes = num_classes
         self.output_stride = backbone.feature_info[-1].reduction
+        # the final bilinear upsampling: align_corners=False in ml-cvnets v0.1 (v1), True in v0.2 (v2)
+        self.align_corners = align_corners
         self.aspp = ASPP(backbone.feature_info[-1].channels, aspp_channels, rates, aspp_dropout)
         self.dropout = nn.Dropout2d(classifier_dropout)
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1, bias=True)
@@ -106,9 +110,9 @@ class DeepLabV3(nn.Module):
         return self.classifier(self.dropout(self.aspp(feats)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits upsampled (bilinear, align_corners=False) to the input size: [B, K, H, W]."""
+        """Logits upsampled (bilinear, ``align_corners`` as the weights were trained) to the input size: [B, K, H, W]."""
         logits = self.forward_lowres(x)
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 
 # ------------------------------------------------------------------ builders and registrations
@@ -141,6 +145,53 @@ def deeplabv3_mobilevit_xs(**kwargs: Any) -> DeepLabV3:
 def deeplabv3_mobilevit_s(**kwargs: Any) -> DeepLabV3:
     """DeepLabv3-MobileViT-S: 6.36M parameters, 79.1 mIoU on VOC (paper)."""
     return build_deeplabv3(MOBILEVIT_S, **kwargs)
+
+
+# --------------------------------------------------------------------------- MobileViT v2
+def build_deeplabv3_v2(
+    config: MobileViTv2Config,
+    num_classes: int = 21,
+    output_stride: int = 16,
+    aspp_channels: int = 512,
+    rates: Sequence[int] | None = None,
+    **overrides: Any,
+) -> DeepLabV3:
+    """DeepLabv3 on a features-only MobileViT v2, with ml-cvnets' v2 settings: ASPP with 512
+    channels at rates 6 / 12 / 18 for output stride 16 (PASCAL VOC), 12 / 24 / 36 for 8 (ADE20k)."""
+    backbone = build_mobilevitv2(config, features_only=True, output_stride=output_stride, **overrides)
+    if rates is None:
+        rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+    return DeepLabV3(
+        backbone, num_classes=num_classes, aspp_channels=aspp_channels, rates=tuple(rates), align_corners=True
+    )
+
+
+_V2_PARAMS = {  # at 21 classes, as transformers counts them (ml-cvnets' checkpoints add an aux head)
+    "050": 6_242_318,
+    "075": 9_510_278,
+    "100": 13_318_654,
+    "125": 17_667_446,
+    "150": 22_556_654,
+    "175": 27_986_278,
+    "200": 33_956_318,
+}
+
+
+def _register_v2(width: str) -> None:
+    name = f"deeplabv3_mobilevitv2_{width}"
+
+    def builder(**kwargs: Any) -> DeepLabV3:
+        return build_deeplabv3_v2(CONFIGS_V2[f"mobilevitv2_{width}"], **kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (
+        f"DeepLabv3-MobileViTv2 at width {WIDTHS[width]}: {_V2_PARAMS[width]:,} parameters at 21 classes."
+    )
+    register_model(name, params=_V2_PARAMS[width])(builder)
+
+
+for _width in WIDTHS:
+    _register_v2(_width)
 
 
 # --------------------------------------------------------------------------- SSDLite

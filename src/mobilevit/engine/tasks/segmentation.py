@@ -115,8 +115,9 @@ class Segmentation(Task):
                 x = self.to_device(image[None])
                 with self.ctx.autocast():
                     logits = model.forward_lowres(x) if hasattr(model, "forward_lowres") else model(x)
+                corners = getattr(model, "align_corners", False)  # as the head upsamples
                 logits = F.interpolate(
-                    logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False
+                    logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=corners
                 )
                 cm.update(logits.argmax(1)[0].cpu(), mask)
         D.all_reduce_sum(cm.matrix, self.ctx.info)

@@ -163,7 +163,8 @@ SEG_HEAD_RULES = RuleSet(
             r"seg_head\.aspp\.aspp_layer\.project\.block\.(?P<m>conv|norm)\.(?P<t>\w+)",
             r"aspp.project.\g<m>.\g<t>",
         ),
-        (r"seg_head\.classifier\.classifier\.block\.conv\.(?P<t>weight|bias)", r"classifier.\g<t>"),
+        (r"seg_head\.classifier\.classifier\.block\.conv\.(?P<t>weight|bias)", r"classifier.\g<t>"),  # v0.1
+        (r"seg_head\.classifier\.block\.conv\.(?P<t>weight|bias)", r"classifier.\g<t>"),  # v0.2
     ),
 )
 
@@ -215,8 +216,8 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     head_prefix = "seg_head." if task == "segmentation" else ("ssd_heads.", "extra_layers.")
     head = {k: v for k, v in state_dict.items() if k.startswith(head_prefix)}
     body = rules.apply({k: v for k, v in state_dict.items() if not k.startswith(head_prefix)})
-    if task == "segmentation":
-        return {**body, **SEG_HEAD_RULES.apply(head)}, task
+    if task == "segmentation":  # the auxiliary head (a training loss on L4, v0.2) is not part of the model
+        return {**body, **SEG_HEAD_RULES.apply(head, ignore=(r"seg_head\.aux_head\..*",))}, task
     # detection: the backbone sits inside the feature pyramid, as backbone.body
     body = {"backbone.body." + k.removeprefix("backbone."): v for k, v in body.items()}
     return {**body, **DET_HEAD_RULES.apply(head)}, task
