@@ -203,3 +203,24 @@ def test_cvnets_v2_deeplabv3_reproduces_the_official_outputs(tmp_path, capsys):
         assert max_diff(model(x)[:, :, ::7, ::7], io["output_subsampled"]) <= 1e-4  # align_corners=True
         for i, feats in enumerate(model.backbone.forward_stages(x)):
             assert max_diff(feats.mean((2, 3)), io["stage_channel_means"][f"out_l{i + 1}"]) <= 1e-4
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0])
+def test_transformers_v2_segmentation_converts_exactly_and_its_missing_dilation_is_not_copied(width):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.MobileViTV2Config(width_multiplier=width, num_labels=21, output_stride=16)
+    ref = randomize(transformers.MobileViTV2ForSemanticSegmentation(cfg)).eval()
+    sd, order = convert_state_dict(ref.state_dict(), "transformers")
+    model = create_model({0.5: "deeplabv3_mobilevitv2_050", 1.0: "deeplabv3_mobilevitv2_100"}[width])
+    model.load_state_dict(sd)
+    model.eval()
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        theirs = ref(pixel_values=x).logits  # [1, 21, 16, 16]
+        ours = model.forward_lowres(x)
+        # transformers never passes the dilation to the v2 block's dw conv at output stride 16
+        conv = model.backbone.stages[4][1].conv_kxk.conv
+        assert conv.dilation == (2, 2)
+        assert rel(ours, theirs) > 1e-4
+        conv.dilation, conv.padding = (1, 1), (1, 1)  # transformers' way: then the conversion is exact
+        assert rel(model.forward_lowres(x), theirs) <= 1e-5

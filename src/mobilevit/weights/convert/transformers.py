@@ -97,42 +97,49 @@ _TL_V2 = {
 }
 _P2 = r"mobilevitv2\.encoder\.layer\.(?P<i>\d)\."
 
+
 # MobileViT v2 (``MobileViTV2*``): the same MV2 names; the separable-attention block's qkv is one conv
-CLASSIFIER_RULES_V2 = RuleSet(
-    "transformers (v2)",
-    (
+def _rules_v2(pre: str) -> RuleSet:
+    return RuleSet(
+        "transformers (v2)",
         (
-            r"mobilevitv2\.conv_stem\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
-            lambda m: f"stem.{_CONV[m['m']]}.{m['t']}",
-        ),
-        (
-            _P2
-            + r"layer\.(?P<j>\d+)\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
-            lambda m: f"stages.{m['i']}.{m['j']}.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
-        ),
-        (
-            _P2
-            + r"downsampling_layer\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
-            lambda m: f"stages.{m['i']}.0.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
-        ),
-        (
-            _P2 + r"(?P<c>conv_kxk|conv_projection)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
-            lambda m: (
-                f"stages.{m['i']}.1.{'conv_kxk' if m['c'] == 'conv_kxk' else 'conv_proj'}.{_CONV[m['m']]}.{m['t']}"
+            (
+                r"mobilevitv2\.conv_stem\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+                lambda m: f"{pre}stem.{_CONV[m['m']]}.{m['t']}",
             ),
+            (
+                _P2
+                + r"layer\.(?P<j>\d+)\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+                lambda m: f"{pre}stages.{m['i']}.{m['j']}.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
+            ),
+            (
+                _P2
+                + r"downsampling_layer\.(?P<c>expand_1x1|conv_3x3|reduce_1x1)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+                lambda m: f"{pre}stages.{m['i']}.0.{_MV2[m['c']]}.{_CONV[m['m']]}.{m['t']}",
+            ),
+            (
+                _P2 + r"(?P<c>conv_kxk|conv_projection)\.(?P<m>convolution|normalization)\.(?P<t>\w+)",
+                lambda m: (
+                    f"{pre}stages.{m['i']}.1.{'conv_kxk' if m['c'] == 'conv_kxk' else 'conv_proj'}.{_CONV[m['m']]}.{m['t']}"
+                ),
+            ),
+            (_P2 + r"conv_1x1\.convolution\.weight", pre + r"stages.\g<i>.1.conv_1x1.weight"),
+            (
+                _P2
+                + r"transformer\.layer\.(?P<j>\d+)\.(?P<w>"
+                + "|".join(re.escape(k) for k in _TL_V2)
+                + r")\.(?P<t>weight|bias)",
+                lambda m: f"{pre}stages.{m['i']}.1.transformer.{m['j']}.{_TL_V2[m['w']]}.{m['t']}",
+            ),
+            (_P2 + r"layernorm\.(?P<t>weight|bias)", pre + r"stages.\g<i>.1.norm.\g<t>"),
+            (r"classifier\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
         ),
-        (_P2 + r"conv_1x1\.convolution\.weight", r"stages.\g<i>.1.conv_1x1.weight"),
-        (
-            _P2
-            + r"transformer\.layer\.(?P<j>\d+)\.(?P<w>"
-            + "|".join(re.escape(k) for k in _TL_V2)
-            + r")\.(?P<t>weight|bias)",
-            lambda m: f"stages.{m['i']}.1.transformer.{m['j']}.{_TL_V2[m['w']]}.{m['t']}",
-        ),
-        (_P2 + r"layernorm\.(?P<t>weight|bias)", r"stages.\g<i>.1.norm.\g<t>"),
-        (r"classifier\.(?P<t>weight|bias)", r"head.fc.\g<t>"),
-    ),
-)
+    )
+
+
+CLASSIFIER_RULES_V2 = _rules_v2("")
+BACKBONE_RULES_V2 = _rules_v2("backbone.")
+BACKBONE_RULES_V2 = _rules_v2("backbone.")
 
 
 def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
@@ -203,10 +210,7 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     task = task_of(state_dict)
     if task == "classification":
         return convert_classifier(state_dict), task
-    if is_v2(state_dict):
-        raise ConversionError(
-            "transformers MobileViTV2 segmentation checkpoints are not supported yet (classifiers are)"
-        )
+    body_rules = BACKBONE_RULES_V2 if is_v2(state_dict) else BACKBONE_RULES
     head = {k: v for k, v in state_dict.items() if k.startswith("segmentation_head.")}
     body = {k: v for k, v in state_dict.items() if not k.startswith("segmentation_head.")}
-    return {**merge_qkv(BACKBONE_RULES.apply(body)), **SEG_HEAD_RULES.apply(head)}, task
+    return {**merge_qkv(body_rules.apply(body)), **SEG_HEAD_RULES.apply(head)}, task
