@@ -149,7 +149,8 @@ def test_truncated_checkpoints_name_the_path(tmp_path):
 
 
 def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
-    assert len(list_weights()) == 18 and list_weights("mobilevit_s") == [
+    v1 = [t for t in list_weights() if not t.startswith("mobilevitv2_")]
+    assert len(v1) == 18 and list_weights("mobilevit_s") == [
         "mobilevit_s.cvnets_in1k",
         "mobilevit_s.hf_in1k",
         "mobilevit_s.timm_in1k",
@@ -157,6 +158,12 @@ def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
     spec = WEIGHTS["mobilevit_xxs.cvnets_in1k"]
     assert spec.channel_order == "BGR" and spec.mean == (0.0, 0.0, 0.0) and spec.crop_size == 256
     assert WEIGHTS["mobilevit_xxs.timm_in1k"].channel_order == "RGB"
+    # MobileViT v2: timm's copies, all 7 widths at 256 and the in22k fine-tunes of 1.5 / 1.75 / 2.0 at 256 and 384
+    v2 = [t for t in list_weights() if t.startswith("mobilevitv2_")]
+    assert len(v2) == 13 and all(
+        WEIGHTS[t].channel_order == "RGB" and WEIGHTS[t].interpolation == "bicubic" for t in v2
+    )
+    assert WEIGHTS["mobilevitv2_200.timm_in22k_ft_in1k_384"].crop_size == 384
     # downloads are off in the tests: a clear error that says where the file goes
     with pytest.raises(
         FileNotFoundError, match=r"not in the local cache .*MOBILEVIT_OFFLINE.*mobilevit_xxs\.pt"

@@ -119,6 +119,41 @@ def _specs() -> dict[str, WeightSpec]:
             ),
         ]
         out.update({s.tag: s for s in specs})
+    # MobileViT v2: timm's copies of the ml-cvnets v0.2 releases (RGB, bicubic, crop_pct 0.888 at 256 and
+    # 1.0 at 384); top-1 as the ml-cvnets model zoo publishes it
+    v2_top1 = {
+        "050": 70.18,
+        "075": 75.56,
+        "100": 78.09,
+        "125": 79.65,
+        "150": 80.38,
+        "175": 80.84,
+        "200": 81.17,
+    }
+    v2_22k = {"150": (81.46, 82.60), "175": (81.94, 82.93), "200": (82.36, 83.41)}  # @256, @384
+    for w, top1 in v2_top1.items():
+        arch = f"mobilevitv2_{w}"
+        tags = [("cvnets_in1k", "timm_in1k", 288, 256, top1)]
+        if w in v2_22k:
+            tags += [
+                ("cvnets_in22k_ft_in1k", "timm_in22k_ft_in1k", 288, 256, v2_22k[w][0]),
+                ("cvnets_in22k_ft_in1k_384", "timm_in22k_ft_in1k_384", 384, 384, v2_22k[w][1]),
+            ]
+        for timm_tag, tag, resize, crop, acc in tags:
+            spec = WeightSpec(
+                f"{arch}.{tag}",
+                arch,
+                "timm",
+                hub.format(f"timm/{arch}.{timm_tag}", "model.safetensors"),
+                f"{arch}.{tag}.safetensors",
+                "RGB",
+                resize_size=resize,
+                crop_size=crop,
+                interpolation="bicubic",
+                top1=acc,
+                notes=f"timm/{arch}.{timm_tag}: the ml-cvnets v0.2 weights (trained on PIL RGB images)",
+            )
+            out[spec.tag] = spec
     det = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/detection/ssd_{}_320.pt"
     for arch, box_map in {"mobilevit_xxs": 19.9, "mobilevit_xs": 24.8, "mobilevit_s": 27.7}.items():
         name = f"ssdlite_{arch}"
