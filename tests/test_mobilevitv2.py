@@ -224,3 +224,24 @@ def test_transformers_v2_segmentation_converts_exactly_and_its_missing_dilation_
         assert rel(ours, theirs) > 1e-4
         conv.dilation, conv.padding = (1, 1), (1, 1)  # transformers' way: then the conversion is exact
         assert rel(model.forward_lowres(x), theirs) <= 1e-5
+
+
+# ------------------------------------------------------------------ SSDLite on MobileViT v2
+@pytest.mark.parametrize("width, params", [("050", 2_035_395), ("100", 5_608_883)])  # ml-cvnets' manifests
+def test_ssdlite_v2_parameter_counts(width, params):
+    assert count_params(create_model(f"ssdlite_mobilevitv2_{width}")) == params
+
+
+@pytest.mark.skipif(not FIXTURES_V2.is_dir(), reason=f"ml-cvnets v2 fixtures not found at {FIXTURES_V2}")
+def test_cvnets_v2_ssdlite_reproduces_the_official_outputs(tmp_path, capsys):
+    io = torch.load(FIXTURES_V2 / "ssdlite_mobilevitv2_050.io.pt", weights_only=True)
+    out = tmp_path / "ssd.safetensors"
+    assert main(["convert", str(FIXTURES_V2 / "ssdlite_mobilevitv2_050.pt"), str(out)]) == 0
+    assert "ssdlite_mobilevitv2_050 (81 classes) from cvnets, takes RGB" in capsys.readouterr().out
+    model, meta = load_model(out)
+    assert meta.task == "detection" and count_params(model) == io["num_parameters"]
+    with torch.no_grad():
+        logits, offsets = model.forward_raw(io["input"])  # RGB, as v0.2 trained
+    torch.testing.assert_close(logits, io["confidences"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(offsets, io["locations"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(model.anchors(), io["anchors"], rtol=0, atol=1e-6)

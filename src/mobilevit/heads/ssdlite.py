@@ -34,10 +34,11 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 
-from ..models.backbone import MobileViT
+from ..models.backbone import BackboneBase
 from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
+from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
 from ..models.registry import register_model
 
 
@@ -111,7 +112,7 @@ class SSDLiteFeatures(nn.Module):
     """
 
     def __init__(
-        self, body: MobileViT, extra_channels: Sequence[int] = (256, 128, 128), pool_channels: int = 64
+        self, body: BackboneBase, extra_channels: Sequence[int] = (256, 128, 128), pool_channels: int = 64
     ):
         super().__init__()
         if not body.features_only:
@@ -221,7 +222,7 @@ class SSDLite(SSD):
 
     classifier_keys: tuple[str, ...] = ()  # set per instance: the predictors' last convs
 
-    def mobilevit_backbone(self) -> MobileViT:
+    def mobilevit_backbone(self) -> BackboneBase:
         """The MobileViT inside (where ``create_model(backbone_weights=...)`` loads)."""
         return self.backbone.body  # torchvision's SSD keeps the feature extractor as .backbone
 
@@ -379,3 +380,45 @@ def ssdlite_mobilevit_xs(**kwargs: Any) -> SSDLite:
 def ssdlite_mobilevit_s(**kwargs: Any) -> SSDLite:
     """SSDLite-MobileViT-S: 5.7M parameters at 81 classes, 27.7 COCO mAP (paper)."""
     return build_ssdlite(MOBILEVIT_S, **kwargs)
+
+
+# --------------------------------------------------------------------------- MobileViT v2
+def build_ssdlite_v2(
+    config: MobileViTv2Config, num_classes: int = 81, ssd: dict[str, Any] | None = None, **overrides: Any
+) -> SSDLite:
+    """SSDLite on a MobileViT v2 backbone: the same pyramid and heads as v1 (ml-cvnets' v2 COCO
+    config), on L4 / L5 of the v2 widths."""
+    backbone = build_mobilevitv2(config, features_only=True, **overrides)
+    cfg = SSDLiteConfig().replace(**ssd) if ssd else SSDLiteConfig()
+    features = SSDLiteFeatures(backbone, cfg.extra_channels, cfg.pool_channels)
+    return SSDLite(features, num_classes=num_classes, config=cfg)
+
+
+# at 81 classes; 050 and 100 are ml-cvnets' own counts (the v2 fixtures' manifests), the other widths
+# are what this build gives (no official manifest to check them against)
+_V2_PARAMS = {
+    "050": 2_035_395,
+    "075": 3_584_955,
+    "100": 5_608_883,
+    "125": 8_173_227,
+    "150": 11_277_987,
+    "175": 14_923_163,
+    "200": 19_108_755,
+}
+
+
+def _register_v2(width: str) -> None:
+    name = f"ssdlite_mobilevitv2_{width}"
+
+    def builder(**kwargs: Any) -> SSDLite:
+        return build_ssdlite_v2(CONFIGS_V2[f"mobilevitv2_{width}"], **kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (
+        f"SSDLite-MobileViTv2 at width {WIDTHS[width]}: {_V2_PARAMS[width]:,} parameters at 81 classes."
+    )
+    register_model(name, params=_V2_PARAMS[width])(builder)
+
+
+for _width in WIDTHS:
+    _register_v2(_width)
