@@ -10,6 +10,7 @@ dropout; then Dropout2d and a 1x1 classifier with bias. ``forward`` returns logi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
 from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
-from ..models.registry import register_model
+from ..models.registry import register_builder, register_model
 
 
 class ASPPPooling(nn.Module):
@@ -177,21 +178,13 @@ _V2_PARAMS = {  # at 21 classes, as transformers counts them (ml-cvnets' checkpo
 }
 
 
-def _register_v2(width: str) -> None:
-    name = f"deeplabv3_mobilevitv2_{width}"
-
-    def builder(**kwargs: Any) -> DeepLabV3:
-        return build_deeplabv3_v2(CONFIGS_V2[f"mobilevitv2_{width}"], **kwargs)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (
-        f"DeepLabv3-MobileViTv2 at width {WIDTHS[width]}: {_V2_PARAMS[width]:,} parameters at 21 classes."
+for _w in WIDTHS:
+    register_builder(
+        f"deeplabv3_mobilevitv2_{_w}",
+        partial(build_deeplabv3_v2, CONFIGS_V2[f"mobilevitv2_{_w}"]),
+        _V2_PARAMS[_w],
+        f"DeepLabv3-MobileViTv2 at width {WIDTHS[_w]}: {_V2_PARAMS[_w]:,} parameters at 21 classes.",
     )
-    register_model(name, params=_V2_PARAMS[width])(builder)
-
-
-for _width in WIDTHS:
-    _register_v2(_width)
 
 
 # --------------------------------------------------------------------------- SSDLite

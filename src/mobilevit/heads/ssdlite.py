@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
 from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
-from ..models.registry import register_model
+from ..models.registry import register_builder, register_model
 
 
 @dataclass(frozen=True)
@@ -407,18 +408,10 @@ _V2_PARAMS = {
 }
 
 
-def _register_v2(width: str) -> None:
-    name = f"ssdlite_mobilevitv2_{width}"
-
-    def builder(**kwargs: Any) -> SSDLite:
-        return build_ssdlite_v2(CONFIGS_V2[f"mobilevitv2_{width}"], **kwargs)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (
-        f"SSDLite-MobileViTv2 at width {WIDTHS[width]}: {_V2_PARAMS[width]:,} parameters at 81 classes."
+for _w in WIDTHS:
+    register_builder(
+        f"ssdlite_mobilevitv2_{_w}",
+        partial(build_ssdlite_v2, CONFIGS_V2[f"mobilevitv2_{_w}"]),
+        _V2_PARAMS[_w],
+        f"SSDLite-MobileViTv2 at width {WIDTHS[_w]}: {_V2_PARAMS[_w]:,} parameters at 81 classes.",
     )
-    register_model(name, params=_V2_PARAMS[width])(builder)
-
-
-for _width in WIDTHS:
-    _register_v2(_width)

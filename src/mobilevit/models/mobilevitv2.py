@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from .backbone import BackboneBase, ClassifierHead, FeatureInfo
 from .layers import ConvNormAct, InvertedResidual, make_divisible
-from .registry import register_model
+from .registry import register_builder
 
 WIDTHS = {"050": 0.5, "075": 0.75, "100": 1.0, "125": 1.25, "150": 1.5, "175": 1.75, "200": 2.0}
 
@@ -286,16 +287,10 @@ _PARAMS = {
 }
 
 
-def _register(width: str) -> None:
-    name = f"mobilevitv2_{width}"
-
-    def builder(**kwargs: Any) -> MobileViTv2:
-        return build_mobilevitv2(CONFIGS_V2[name], **kwargs)
-
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"MobileViT v2 at width {WIDTHS[width]}: {_PARAMS[width]:,} parameters at 1000 classes."
-    register_model(name, params=_PARAMS[width])(builder)
-
-
-for _width in WIDTHS:
-    _register(_width)
+for _w in WIDTHS:
+    register_builder(
+        f"mobilevitv2_{_w}",
+        partial(build_mobilevitv2, CONFIGS_V2[f"mobilevitv2_{_w}"]),
+        _PARAMS[_w],
+        f"MobileViT v2 at width {WIDTHS[_w]}: {_PARAMS[_w]:,} parameters at 1000 classes.",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -30,6 +31,19 @@ def register_model(
         return fn
 
     return wrap
+
+
+def register_builder(
+    name: str, build: Callable[..., nn.Module], params: int | None = None, doc: str = ""
+) -> None:
+    """Register ``build(**kwargs)`` under ``name`` (for families registered in a loop, e.g. v2's widths)."""
+
+    def builder(**kwargs: Any) -> nn.Module:
+        return build(**kwargs)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    register_model(name, params=params)(builder)
 
 
 def expected_params(name: str) -> int | None:
