@@ -413,3 +413,44 @@ def test_eval_builds_no_trainer(tmp_path, data, monkeypatch, capsys):
     assert main(["eval", str(tmp_path / "run" / "best.safetensors"), *ev]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["task"] == "classification" and res["count"] == 8 and 0 <= res["top1"] <= 1
+
+
+# ------------------------------------------------------------------ the v2 recipe's augmentation
+def test_randaugment_erasing_mixup_cutmix(tmp_path, data):
+    from PIL import Image
+
+    from mobilevit.data import BatchMix, TrainTransform
+    from mobilevit.data.sampler import SampleKey
+
+    image = Image.open(next((data["classification"] / "train" / "star").iterdir())).convert("RGB")
+    strong, plain = TrainTransform(randaugment=True, random_erase=1.0), TrainTransform()
+    key = SampleKey(0, 32, 32, 7)
+    assert torch.equal(strong(image, key), strong(image, key))  # per-sample seeded, as before
+    assert not torch.equal(strong(image, key), plain(image, key))
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    mixed, soft = BatchMix(4, mixup_alpha=0.2, cutmix_alpha=1.0)(x, y)
+    assert soft.shape == (6, 4) and torch.allclose(soft.sum(1), torch.ones(6)) and not torch.equal(mixed, x)
+    off = BatchMix(4)
+    assert not off.enabled and off(x, y)[1] is y
+    with pytest.raises(ConfigError, match="data.random_erase must be a probability"):
+        load_config(None, ["data.dataset=digits", "data.random_erase=2"])
+    aug = ["data.randaugment=true", "data.random_erase=0.25", "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0"]
+    full = train(cfg_for("classification", data, tmp_path / "full", "optim.epochs=2", *aug))
+    assert full["stopped"] is None and math.isfinite(
+        json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
+    )
+    # the mixing draws come from the global RNG, which resume files carry: a cut run resumes exactly
+    first = Trainer(cfg_for("classification", data, tmp_path / "cut", "optim.epochs=2", *aug))
+    _term_at(first, len(first.train_sampler) + 2)
+    assert first.fit()["stopped"] == "SIGTERM"
+    train(cfg_for("classification", data, tmp_path / "cut", "optim.epochs=2", *aug))
+    assert (
+        max_weight_diff(tmp_path / "full" / "last.safetensors", tmp_path / "cut" / "last.safetensors") <= 1e-6
+    )
+
+
+def test_the_v2_recipe_loads():
+    cfg = load_config("imagenet_mobilevitv2_100")  # a built-in recipe, by name
+    assert cfg.model.name == "mobilevitv2_100" and cfg.data.interpolation == "bicubic"
+    assert (cfg.data.mixup_alpha, cfg.data.cutmix_alpha, cfg.data.random_erase) == (0.2, 1.0, 0.25)
+    assert cfg.optim.grad_clip == 10.0 and cfg.optim.warmup_iters == 20000 and not cfg.data.multiscale

@@ -3,10 +3,11 @@
 from .folders import BadSample, DataError, ImageFolderDataset, collate_skip_bad
 from .sampler import MultiScaleBatchSampler, SampleKey
 from .synthetic import write_digits, write_shapes, write_shapes_coco
-from .transforms import EvalTransform, TrainTransform
+from .transforms import BatchMix, EvalTransform, TrainTransform
 
 __all__ = [
     "BadSample",
+    "BatchMix",
     "DataError",
     "EvalTransform",
     "ImageFolderDataset",

@@ -1,4 +1,6 @@
-"""Classification transforms of the paper's recipe (Section 4.1): RandomResizedCrop + flip.
+"""Classification transforms of the paper's recipe (Section 4.1): RandomResizedCrop + flip; and
+the stronger ones of the MobileViT v2 recipe (torchvision's RandAugment and RandomErasing on each
+sample, MixUp / CutMix on each batch: :class:`BatchMix`).
 
 Each sample's randomness comes from its own seed (carried by the sampler's ``SampleKey``), so
 augmentation is the same whatever the number of workers, and a resumed run sees exactly the
@@ -26,6 +28,8 @@ class TrainTransform:
     scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
     interpolation: str = "bilinear"
+    randaugment: bool = False  # torchvision's RandAugment (2 ops, magnitude 9), after the crop and flip
+    random_erase: float = 0.0  # probability of torchvision's RandomErasing, on the float image
 
     def __call__(self, image: Image.Image, key: SampleKey) -> torch.Tensor:
         ops = [
@@ -39,7 +43,11 @@ class TrainTransform:
         ]
         if self.hflip > 0:
             ops.append(T.RandomHorizontalFlip(self.hflip))
+        if self.randaugment:
+            ops.append(T.RandAugment(interpolation=_INTERP[self.interpolation]))
         ops.append(T.ToDtype(torch.float32, scale=True))
+        if self.random_erase > 0:
+            ops.append(T.RandomErasing(self.random_erase))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed)
             return T.Compose(ops)(image)
@@ -64,3 +72,26 @@ class EvalTransform:
             ]
         )
         return ops(image)
+
+
+class BatchMix:
+    """MixUp (``mixup_alpha``) and / or CutMix (``cutmix_alpha``) of a batch, one of them chosen at
+    random per batch when both are on (torchvision's ``MixUp`` / ``CutMix``). Targets become class
+    probabilities [B, K]; draws come from the global RNG, which resume files carry."""
+
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> None:
+        mixes = []
+        if mixup_alpha > 0:
+            mixes.append(T.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            mixes.append(T.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        self.mix = None if not mixes else mixes[0] if len(mixes) == 1 else T.RandomChoice(mixes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mix is not None
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mix is None:
+            return images, targets
+        return self.mix(images, targets)

@@ -37,6 +37,11 @@ class DataConfig:
     rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     hflip: float = 0.5
     interpolation: str = "bilinear"
+    # the MobileViT v2 recipe's stronger augmentation (all off in the v1 recipe)
+    randaugment: bool = False  # torchvision RandAugment, 2 ops at magnitude 9
+    random_erase: float = 0.0  # RandomErasing probability
+    mixup_alpha: float = 0.0  # MixUp on each batch (0: off)
+    cutmix_alpha: float = 0.0  # CutMix on each batch (0: off); with both on, one is picked per batch
     num_workers: int = 2
     max_bad_fraction: float = 0.01  # fail when more than this fraction of files is unreadable
     builtin_size: int = 32  # image side written for the built-in datasets
@@ -55,6 +60,10 @@ class DataConfig:
             raise ConfigError(f"data.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.rrc_scale}")
         if not 0 <= self.hflip <= 1:
             raise ConfigError(f"data.hflip must be a probability, got {self.hflip}")
+        if not 0 <= self.random_erase <= 1 or self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ConfigError(
+                "data.random_erase must be a probability, data.mixup_alpha and data.cutmix_alpha >= 0"
+            )
         if self.interpolation not in ("bilinear", "bicubic"):
             raise ConfigError(f"data.interpolation must be bilinear or bicubic, got {self.interpolation!r}")
         if self.num_workers < 0 or not 0 <= self.max_bad_fraction <= 1:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data import (
+    BatchMix,
     EvalTransform,
     ImageFolderDataset,
     TrainTransform,
@@ -61,7 +62,7 @@ class Classification(Task):
             train_ds = ImageFolderDataset(
                 self.root,
                 d.train_split,
-                TrainTransform(tuple(d.rrc_scale), d.hflip, d.interpolation),  # type: ignore[arg-type]
+                TrainTransform(tuple(d.rrc_scale), d.hflip, d.interpolation, d.randaugment, d.random_erase),  # type: ignore[arg-type]
             )
             classes = train_ds.classes
         val_ds = ImageFolderDataset(
@@ -76,6 +77,7 @@ class Classification(Task):
             raise TrainingError(
                 f"model.num_classes={self.num_classes} but {self.root / d.train_split} has {len(self.classes)} classes"
             )
+        self.mix = BatchMix(self.num_classes, d.mixup_alpha, d.cutmix_alpha)
         return train_ds, val_ds
 
     def batching(self) -> Batching:
@@ -96,12 +98,14 @@ class Classification(Task):
         return batch["targets"].numel() > 0
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
-        x = self.to_device(batch["images"])
+        # MixUp / CutMix on the CPU batch: class probabilities [B, K] (or the labels themselves when off)
+        x, soft = self.mix(batch["images"], batch["targets"])
+        x, soft = self.to_device(x), soft.to(self.ctx.device)
         y = batch["targets"].to(self.ctx.device)
         with self.ctx.autocast():
             logits = model(x)
-        loss = self.criterion(logits.float(), y)
-        correct = (logits.detach().argmax(1) == y).sum()
+        loss = self.criterion(logits.float(), soft)
+        correct = (logits.detach().argmax(1) == y).sum()  # against the unmixed labels
         return StepOutput(loss, y.numel(), {"top1": correct})
 
     @torch.no_grad()
