@@ -245,3 +245,58 @@ def test_cvnets_v2_ssdlite_reproduces_the_official_outputs(tmp_path, capsys):
     torch.testing.assert_close(logits, io["confidences"], rtol=0, atol=1e-4)
     torch.testing.assert_close(offsets, io["locations"], rtol=0, atol=1e-4)
     torch.testing.assert_close(model.anchors(), io["anchors"], rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ training, and the bad inputs
+@pytest.mark.parametrize(
+    "task, name",
+    [
+        ("classification", "mobilevitv2_050"),
+        ("segmentation", "deeplabv3_mobilevitv2_050"),
+        ("detection", "ssdlite_mobilevitv2_050"),
+    ],
+)
+def test_v2_trains_and_evaluates_through_the_task_machinery(task, name, tmp_path):
+    from test_engine import cfg_for, overrides
+
+    from mobilevit.data import write_shapes
+    from mobilevit.data.synthetic import write_shapes_coco, write_shapes_voc
+    from mobilevit.engine import train
+
+    root = tmp_path / "data"
+    data = {
+        "classification": write_shapes(root / "cls", size=32, train_per_class=4, val_per_class=1),
+        "segmentation": write_shapes_voc(root / "voc", size=64, n_train=16, n_val=3),
+        "detection": write_shapes_coco(root / "coco", size=96, n_train=16, n_val=3, seed=1),
+    }
+    summary = train(cfg_for(task, data, tmp_path / "run", "optim.epochs=1", f"model.name={name}"))
+    assert summary["stopped"] is None and summary["epochs_done"] == 1
+    weights = tmp_path / "run" / "best.safetensors"
+    assert main(["eval", str(weights), *overrides(task, data, tmp_path / "ev")[3:]]) == 0
+
+
+def test_a_v1_checkpoint_into_a_v2_model_and_back_is_a_clear_error(tmp_path):
+    from mobilevit.weights import CheckpointMismatchError, write_weights
+    from mobilevit.weights.serialization import WeightsMeta
+
+    v1 = write_weights(
+        create_model("mobilevit_xxs").state_dict(), tmp_path / "v1.safetensors", WeightsMeta("mobilevit_xxs")
+    )
+    v2 = write_weights(
+        create_model("mobilevitv2_050").state_dict(),
+        tmp_path / "v2.safetensors",
+        WeightsMeta("mobilevitv2_050"),
+    )
+    with pytest.raises(
+        CheckpointMismatchError, match=r"v1.safetensors does not fit MobileViTv2 \(mobilevitv2_050\)"
+    ):
+        create_model("mobilevitv2_050", pretrained=v1)
+    with pytest.raises(
+        CheckpointMismatchError, match=r"v2.safetensors does not fit MobileViT \(mobilevit_xxs\)"
+    ):
+        create_model("mobilevit_xxs", pretrained=v2)
+
+
+def test_widths_outside_the_releases_use_the_ml_cvnets_rounding():
+    # timm rounds unreleased widths otherwise (stem int(32 * w) = 8 at 0.25): no timm file fits these
+    assert create_model("mobilevitv2_050", width_multiplier=0.25).config.channels[0] == 16
