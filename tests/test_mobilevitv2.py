@@ -300,3 +300,24 @@ def test_a_v1_checkpoint_into_a_v2_model_and_back_is_a_clear_error(tmp_path):
 def test_widths_outside_the_releases_use_the_ml_cvnets_rounding():
     # timm rounds unreleased widths otherwise (stem int(32 * w) = 8 at 0.25): no timm file fits these
     assert create_model("mobilevitv2_050", width_multiplier=0.25).config.channels[0] == 16
+
+
+def test_a_transformers_folder_of_another_model_type_is_a_clear_error(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=16,
+        )
+    )
+    vit.save_pretrained(tmp_path / "vit")
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(tmp_path / "vit"), str(out)]) == 2
+    assert "cannot tell which MobileViT layout this checkpoint uses" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="cannot tell which MobileViT layout"):
+        load_model(tmp_path / "vit")

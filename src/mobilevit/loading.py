@@ -73,7 +73,8 @@ def describe_foreign(state_dict: dict, model_name: str | None, path: Path) -> We
 def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Module, WeightsMeta]:
     """The eval-mode model stored in ``path`` and what the file says about it.
 
-    ``meta.classes`` is always filled (the recorded names, else ImageNet's / VOC's / indices), and
+    ``meta.classes`` holds the recorded class names (None when the file records none:
+    :func:`class_names` gives the defaults), and
     ``model.pretrained_cfg`` carries the input convention (crop and resize for classifiers that
     trained here, ``eval_size`` for segmenters). ``model_name`` overrides the recorded
     architecture (needed only for foreign files whose shapes fit several models).
@@ -102,9 +103,14 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
         cfg.update(crop_size=crop, resize_size=int(meta.extra.get("eval_resize", crop + 32)))
     if meta.task == "segmentation":
         cfg.update(eval_size=int(meta.extra.get("eval_size", 512)))
-    if meta.classes is None:
-        meta.classes = default_classes(meta.task, meta.num_classes)
     return model.eval(), meta
+
+
+def class_names(meta: WeightsMeta) -> list[str]:
+    """The recorded class names, else ImageNet's / VOC's / the indices (:func:`default_classes`)."""
+    if meta.classes is not None:
+        return list(meta.classes)
+    return default_classes(meta.task, int(meta.num_classes or 0))
 
 
 def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:

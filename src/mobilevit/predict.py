@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from .data import EvalTransform
-from .loading import imagenet_classes, load_model
+from .loading import class_names, imagenet_classes, load_model
 
 __all__ = [
     "imagenet_classes",
@@ -27,7 +27,7 @@ def _load_task(weights: str | Path, task: str, model_name: str | None = None) ->
     model, meta = load_model(weights, model_name)
     if meta.task != task:
         raise ValueError(f"{weights} holds a {meta.task} model ({meta.arch}), not a {task} model")
-    return model, meta.classes  # type: ignore[return-value]
+    return model, class_names(meta)
 
 
 def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple[nn.Module, list[str]]:

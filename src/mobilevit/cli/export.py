@@ -75,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.int8:
-        from ..weights import read_weights_meta
-
-        recorded = read_weights_meta(args.weights)  # files trained here record their classes
-        return _export_int8(args, model, size, recorded.classes if recorded else None)
+        return _export_int8(args, model, size, meta.classes)  # recorded by files trained here
     report = export_onnx(
         model,
         args.out,

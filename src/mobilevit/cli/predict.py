@@ -40,11 +40,11 @@ def _print_results(results: list[dict[str, Any]], as_json: bool, show: Any) -> i
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loading import load_model
+    from ..loading import class_names, load_model
     from ..predict import predict_boxes, predict_images, predict_masks
 
     model, meta = load_model(args.weights, args.model)
-    classes = meta.classes or []
+    classes = class_names(meta)
     out_dir = Path(args.out_dir)
     if meta.task == "detection":
         found = predict_boxes(model, classes, args.images, out_dir, args.score_threshold)

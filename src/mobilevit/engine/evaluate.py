@@ -13,7 +13,7 @@ import torch
 
 from ..data import MultiScaleBatchSampler
 from ..loading import load_model
-from ..weights import WeightsMeta, read_weights_meta
+from ..weights import WeightsMeta
 from . import dist as D
 from .recipe import load_config
 from .tasks import TASKS, RunContext
@@ -65,9 +65,7 @@ def evaluate_weights(
         out = Path(cfg.run.out_dir)
         task = TASKS[cfg.task](cfg, ctx, out)
         D.main_first(info, task.prepare_data)
-        recorded = read_weights_meta(weights)  # the header again (no tensors): were classes recorded?
-        classes = recorded.classes if recorded is not None else None
-        _, val_ds = task.build_datasets(train=False, classes=classes)
+        _, val_ds = task.build_datasets(train=False, classes=meta.classes)  # the recorded ones, if any
         b = task.batching()
         sampler = MultiScaleBatchSampler(
             len(val_ds), b.base_size, b.val_batch_size, None, False, False,

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import MultiScaleBatchSampler
+from ..export.optimize import channels_last_pays
 from ..models import create_model
 from ..weights import WeightsMeta, write_weights
 from . import dist as D
@@ -80,7 +81,7 @@ def use_channels_last(setting: str, device: torch.device, bf16: bool = False) ->
     if setting != "auto":
         return setting == "true"
     if device.type == "cpu":
-        return torch.backends.mkldnn.is_available()
+        return channels_last_pays()  # the inference path's rule: oneDNN runs the convolutions
     return device.type == "cuda" and bf16
 
 

@@ -62,24 +62,23 @@ class Detection(Task):
     ) -> tuple[KeyedDataset | None, KeyedDataset]:
         d, k, p = self.cfg.data, self.cfg.model.num_classes, self.paths
         val = CocoDetection(p["val_images"], p["val_annotations"], DetEvalTransform(), num_classes=k)
-        self.val_cat_ids = val.cat_ids
+        self.cat_ids = val.cat_ids  # the validation annotations' ids, which the mAP is scored on
         self.classes, self.num_classes = val.classes, k
         train_ds = None
         if train:
             tf = DetTrainTransform(d.image_size, d.hflip, d.photometric, d.iou_crop)
-            train = CocoDetection(p["train_images"], p["train_annotations"], tf, num_classes=k)
-            if val.cat_ids != train.cat_ids:
+            train_set = CocoDetection(p["train_images"], p["train_annotations"], tf, num_classes=k)
+            if val.cat_ids != train_set.cat_ids:
                 raise TrainingError(
                     f"{p['train_annotations']} and {p['val_annotations']} list different categories"
                 )
-            self.classes, self.train_stats = train.classes, train.stats
-            train_ds = KeyedDataset(train)
+            self.classes, self.train_stats = train_set.classes, train_set.stats
+            train_ds = KeyedDataset(train_set)
         if d.dataset == "shapes" and k != len(self.classes):
             raise TrainingError(
                 f"the built-in shapes set has {len(self.classes)} classes with the background; "
                 f"set model.num_classes={len(self.classes)}"
             )
-        self.cat_ids = val.cat_ids
         return train_ds, KeyedDataset(val)
 
     def batching(self) -> Batching:
@@ -133,7 +132,7 @@ class Detection(Task):
             dets = [d for part in parts for d in part]
         result: list[Any] = [None]
         if info.is_main:
-            result[0] = coco_evaluate(self.paths["val_annotations"], dets, self.val_cat_ids)
+            result[0] = coco_evaluate(self.paths["val_annotations"], dets, self.cat_ids)
         if info.distributed:
             dist.broadcast_object_list(result, src=0)
         return result[0]
