@@ -1,11 +1,13 @@
 """Inference latency side by side: ours, timm and transformers, every path, in one run (issue 6).
 
-For each model (default mobilevit_xxs, _xs, _s at 256x256, 2 threads) and batch size (1 and 32),
+For each model (default mobilevit_xxs, _xs, _s and MobileViT v2 mobilevitv2_050, _100 at 256x256,
+2 threads) and batch size (1 and 32),
 every inference path is built with random weights and timed in alternating rounds (order
 rotated each round, so machine noise hits all alike): ours eager / optimized
 (optimize_for_inference: BN folded, channels-last) / optimized_nchw (the same, contiguous) /
 compiled (torch.compile) / onnxruntime, timm's eager /
-channels_last / compiled / onnxruntime, transformers' eager; bf16 autocast rows separately
+channels_last / compiled / onnxruntime, transformers' eager (MobileViTForImageClassification / MobileViTV2ForImageClassification); bf16
+autocast rows separately
 where the CPU has native bf16. Throughput is also given as a fraction of the machine's fp32
 matmul peak (torch.mm 2048x2048, measured at the start and the end of the run; the higher is used).
 
@@ -19,7 +21,9 @@ PT2E + torch.compile, both calibrated on the built-in digits and timed in the sa
 rounds) and ``int8_top1_agreement_s``: that path's int8 vs fp32 top-1 agreement on the 360 digits
 validation images of a MobileViT-S trained on the digits for ``--int8-train-epochs`` epochs here
 (random weights give near-constant logits, whose argmax no quantizer can keep; trained weights
-are what a user quantizes), at the recipe's 64 px.
+are what a user quantizes), at the recipe's 64 px. ``ratio_matched`` holds the v1-vs-v2 figures at
+matched size (``--matched``, default v2-0.5 vs XXS and v2-1.0 vs S): both models' paths timed in one
+set of alternating rounds, v2 time / v1 time per batch and path.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from _common import REPO, print_json_last, write_doc
 
 import mobilevit
 from mobilevit.bench import count_flops, count_params, machine_info
-from mobilevit.bench.paths import PathResult, best_row, format_path_table, run_side_by_side
+from mobilevit.bench.paths import (
+    PathResult,
+    best_row,
+    format_path_table,
+    matched_table,
+    run_matched,
+    run_side_by_side,
+)
 from mobilevit.bench.timing import peak_matmul_gflops
 
 TIMM_FP32_PATHS = ("eager", "channels_last", "compiled", "onnxruntime")
@@ -45,7 +56,7 @@ INT8_PATHS = ("onnxruntime_int8", "compiled_int8")
 
 
 def short(name: str) -> str:
-    return name.removeprefix("mobilevit_")
+    return name.removeprefix("mobilevit_").replace("mobilevitv2_", "v2_")
 
 
 def _fmt(v: float | None, fmt: str) -> str:
@@ -158,7 +169,19 @@ def figures(rows: list[PathResult], models: list[str], peak: float, info: dict[s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"])
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050", "mobilevitv2_100"],
+    )
+    p.add_argument(
+        "--matched",
+        nargs="*",
+        default=["mobilevit_xxs:mobilevitv2_050", "mobilevit_s:mobilevitv2_100"],
+        metavar="V1:V2",
+        help="pairs timed against each other in one set of alternating rounds (v1 vs v2 at matched size; "
+        "none: skip)",
+    )
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
@@ -219,6 +242,23 @@ def main() -> None:
                 flush=True,
             )
             rows += new
+    pairs = [tuple(p.split(":")) for p in args.matched]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--matched takes pairs A:B, got {args.matched}")
+    matched: list[PathResult] = []
+    for pair in pairs:
+        for batch in args.batches:
+            t0 = time.perf_counter()
+            matched += run_matched(
+                list(pair),
+                batch,
+                size,
+                iters=args.iters if batch == 1 else args.iters_large,
+                rounds=args.rounds,
+            )
+            print(f"\nmatched {pair} batch {batch} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if matched:
+        print(matched_table(matched, pairs), flush=True)
     int8_check = None
     if args.int8_train_epochs > 0 and "mobilevit_s" in args.int8_models:
         t0 = time.perf_counter()
@@ -235,7 +275,7 @@ def main() -> None:
     write_doc(
         "benchmarks.md",
         "Inference latency: every path, ours and the peers",
-        _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds, int8_check),
+        _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds, int8_check, matched, pairs),
         "python " + " ".join(sys.argv),
     )
     out = figures(rows, args.models, peak, info)
@@ -243,6 +283,7 @@ def main() -> None:
     checked = int8_check.get(int8_path, {}) if int8_check and int8_path else {}
     out["int8_top1_agreement_s"] = checked.get("top1_agreement")  # of the path the time ratio is for
     out["int8_check_s"] = int8_check
+    out["ratio_matched"] = matched_ratios(matched, pairs)
     out["seconds"] = round(seconds, 1)
     out["compile_s"] = {
         f"{short(r.model)}_b{r.batch}_{r.owner}": round(r.setup_s, 1)
@@ -299,8 +340,29 @@ def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, 
     }
 
 
+def matched_ratios(rows: list[PathResult], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """``{"v2_050_vs_xxs": {"b1_mobilevit_optimized": second / first, ...}}``: < 1, the second is faster."""
+    out: dict[str, dict[str, float]] = {}
+    for a, b in pairs:
+        ratios = {}
+        for r in rows:
+            o = _row(rows, b, r.owner, r.path, r.batch) if r.model == a else None
+            if o is not None and r.ms_per_image and o.ms_per_image:
+                ratios[f"b{r.batch}_{r.owner}_{r.path}"] = round(o.ms_per_image / r.ms_per_image, 3)
+        out[f"{short(b)}_vs_{short(a)}"] = ratios
+    return out
+
+
 def _doc_body(
-    args, rows, params, flops, peaks: tuple[float, float], seconds: float, int8_check: dict | None
+    args,
+    rows,
+    params,
+    flops,
+    peaks: tuple[float, float],
+    seconds: float,
+    int8_check: dict | None,
+    matched: list[PathResult],
+    pairs: list[tuple[str, str]],
 ) -> str:
     import onnxruntime
     import timm
@@ -361,6 +423,15 @@ def _doc_body(
             f"int8 vs fp32 on the {c['val_images']} validation images ({c['seconds']:.0f} s including the "
             "training):\n\n| int8 path | top-1 agreement | fp32 top-1 | int8 top-1 | largest logit change "
             "(of the largest fp32 logit) |\n|---|---:|---:|---:|---:|\n" + "\n".join(lines)
+        )
+    if matched:
+        parts.append(
+            "## MobileViT v1 against v2 at matched size\n\n"
+            "The v2 paper's claim is that separable self-attention (linear in the number of patches, no "
+            "batched matmul over tokens) makes v2 faster than v1 on devices. Here each pair's paths (ours "
+            "optimized and onnxruntime, timm's eager model) are built for both models and timed in one set "
+            f"of alternating rounds ({args.rounds} rounds; time per image); second / first < 1 means the v2 "
+            "model is faster.\n\n" + matched_table(matched, pairs)
         )
     parts.append(
         "## Build time (torch.compile, ONNX export + session, int8 calibration) and skipped paths\n\n"

@@ -148,6 +148,57 @@ def test_onnx_export_at_an_even_and_an_odd_size(tmp_path):
         assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"])
 
 
+def test_coreml_conversion_of_the_classifier_and_the_segmenter(tmp_path):
+    """Converts on Linux (running it needs macOS): GroupNorm and the separable attention map to MIL ops."""
+    ct = pytest.importorskip("coremltools")
+    from mobilevit.export.coreml import export_coreml
+
+    for name, size, out in (
+        ("mobilevitv2_050", (224, 224), "output"),
+        ("deeplabv3_mobilevitv2_050", (256, 256), "output"),
+    ):
+        model = randomize(create_model(name, num_classes=5)).eval()
+        report = export_coreml(model, tmp_path / f"{name}.mlpackage", size)
+        spec = ct.utils.load_spec(report["path"])
+        (inp,) = spec.description.input
+        assert list(inp.type.multiArrayType.shape) == [1, 3, *size]
+        assert [o.name for o in spec.description.output] == [out]
+
+
+def _int8_close(got: torch.Tensor, ref: torch.Tensor) -> None:
+    assert got.shape == ref.shape
+    assert 0 < rel(got, ref) < 0.2  # moved by rounding, not far
+    assert float(F.cosine_similarity(got, ref, dim=1).min()) > 0.97
+
+
+def test_both_int8_paths_quantize_v2_and_stay_close(tmp_path):
+    """onnxruntime static QDQ (the norms stay fp32) and PyTorch's PT2E x86 int8 (uncompiled here)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torchao")
+    import onnx
+
+    from mobilevit.bench.timing import ort_session
+    from mobilevit.export import export_onnx
+    from mobilevit.export.int8 import quantize_int8
+    from mobilevit.export.int8_torch import quantize_int8_torch
+
+    torch.manual_seed(0)
+    model = randomize(create_model("mobilevitv2_050", num_classes=10)).eval()
+    calib, val = torch.rand(16, 3, 96, 96), torch.rand(6, 3, 96, 96)
+    with torch.no_grad():
+        ref = model(val)
+    export_onnx(model, tmp_path / "fp32.onnx", (96, 96), dynamic_batch=True)
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib.numpy())
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") > 50 and "InstanceNormalization" in ops  # GroupNorm(1) kept fp32
+    got = torch.from_numpy(ort_session(tmp_path / "int8.onnx").run(None, {"image": val.numpy()})[0])
+    _int8_close(got, ref)
+
+    quantized = quantize_int8_torch(model, calib, batch_size=8, compile=False)
+    with torch.no_grad():
+        _int8_close(quantized(val), ref)
+
+
 @pytest.mark.skipif(not FIXTURES_V2.is_dir(), reason=f"ml-cvnets v2 fixtures not found at {FIXTURES_V2}")
 def test_the_other_channel_order_is_a_flag_away(tmp_path, capsys):
     io = torch.load(FIXTURES_V2 / "mobilevitv2_050.io.pt", weights_only=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .peers import HF_CONFIGS
+from .peers import HF_CONFIGS, hf_v2_width
 from .timing import InferencePath, machine_info, measure_alternating, ort_session
 
 OWNERS = ("mobilevit", "timm", "transformers")
@@ -203,13 +203,19 @@ def _timm_paths(
 
 
 def _transformers_paths(model_name: str) -> list[InferencePath]:
-    if model_name not in HF_CONFIGS:
+    width = hf_v2_width(model_name)
+    if model_name not in HF_CONFIGS and width is None:
         return []
     try:
-        from transformers import MobileViTConfig, MobileViTForImageClassification
+        import transformers
     except ImportError:
         return []
-    model = MobileViTForImageClassification(MobileViTConfig(num_labels=1000, **HF_CONFIGS[model_name])).eval()
+    if width is None:
+        config = transformers.MobileViTConfig(num_labels=1000, **HF_CONFIGS[model_name])
+        model = transformers.MobileViTForImageClassification(config).eval()
+    else:
+        config = transformers.MobileViTV2Config(num_labels=1000, width_multiplier=width)
+        model = transformers.MobileViTV2ForImageClassification(config).eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=x).logits
@@ -422,3 +428,86 @@ def best_row(
         and (names is None or r.path in names)
     ]
     return min(candidates, key=lambda r: r.ms_per_image, default=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# models against each other (v1 vs v2 at matched size)
+
+MATCHED_PATHS = (("mobilevit", "optimized"), ("mobilevit", "onnxruntime"), ("timm", "eager"))
+
+
+def run_matched(
+    models: list[str],
+    batch: int,
+    img_size: tuple[int, int],
+    *,
+    iters: int,
+    rounds: int,
+    paths: tuple[tuple[str, str], ...] = MATCHED_PATHS,
+) -> list[PathResult]:
+    """The same paths (``(owner, path)`` pairs: our optimized and onnxruntime paths, timm's eager
+    model) of several models, timed in *one* set of alternating rounds, so that the models are
+    compared under the same machine noise (e.g. v2-0.5 against v1-XXS). Rows carry no agreement
+    figures; paths a model lacks (timm without the model) are left out."""
+    timed: list[InferencePath] = []
+    origin: dict[str, tuple[str, str, InferencePath]] = {}
+    x = torch.rand(batch, 3, *img_size)
+    wanted = set(paths)
+    for name in models:
+        built = _our_paths(name, x, compile=False, onnx=True, bf16=False)
+        built += _timm_paths(name, x, compile=False, onnx=False, bf16=False)
+        for p in built:
+            if (p.owner, p.name) in wanted:
+                # one namespace for all models' paths: owner = the model, name = owner/path
+                q = InferencePath(
+                    f"{p.owner}/{p.name}", name, p.fn, p.memory_format, p.precision, p.setup_s, p.skipped
+                )
+                timed.append(q)
+                origin[q.key] = (name, p.owner, p)
+    latencies = measure_alternating(timed, x, iters=iters, rounds=rounds, warmup=2)
+    rows = []
+    for q in timed:
+        name, owner, p = origin[q.key]
+        lat = latencies.get(q.key)
+        rows.append(
+            PathResult(
+                model=name,
+                owner=owner,
+                path=p.name,
+                precision=p.precision,
+                batch=batch,
+                p50_ms=lat.p50_ms if lat else None,
+                p90_ms=lat.p90_ms if lat else None,
+                ms_per_image=lat.ms_per_image if lat else None,
+                images_per_s=lat.images_per_s if lat else None,
+                peak_fraction=None,
+                setup_s=p.setup_s,
+                skipped=p.skipped,
+            )
+        )
+    del timed, origin
+    gc.collect()
+    return rows
+
+
+def matched_table(rows: list[PathResult], pairs: list[tuple[str, str]]) -> str:
+    """Markdown: per pair (a, b), batch and path, a's and b's time per image and b / a."""
+    lines = [
+        "| pair | batch | owner | path | first ms / image | second ms / image | second / first |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for a, b in pairs:
+        for r in rows:
+            if r.model != a or r.ms_per_image is None:
+                continue
+            other = next(
+                (s for s in rows if (s.model, s.owner, s.path, s.batch) == (b, r.owner, r.path, r.batch)),
+                None,
+            )
+            if other is None or other.ms_per_image is None:
+                continue
+            lines.append(
+                f"| {a} vs {b} | {r.batch} | {r.owner} | {r.path} | {r.ms_per_image:.2f} | "
+                f"{other.ms_per_image:.2f} | {other.ms_per_image / r.ms_per_image:.2f} |"
+            )
+    return "\n".join(lines)

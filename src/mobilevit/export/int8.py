@@ -173,9 +173,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
 
     from onnxruntime.quantization.registry import QDQRegistry
 
-    # every op onnxruntime can quantize in QDQ form except LayerNorm (its scale stays fp32: a
-    # per-channel axis does not exist for a rank-1 weight, and the transformer's norms are cheap)
-    op_types = sorted(set(QDQRegistry) - {"LayerNormalization"})
+    # every op onnxruntime can quantize in QDQ form except the transformer's norms (v1's LayerNorm;
+    # v2's GroupNorm(1), which the ONNX export writes as InstanceNormalization over a reshape): their
+    # scales stay fp32, since a per-channel axis does not exist for a rank-1 weight, and they are cheap
+    op_types = sorted(set(QDQRegistry) - {"LayerNormalization", "InstanceNormalization"})
     fixed = _model_batch(ort_session(Path(fp32_path)))
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
