@@ -139,7 +139,7 @@ def test_int8_cli_refusals(tmp_path, capsys, classifier, monkeypatch):
         tmp_path / "w.safetensors",
         {"format": "mobilevit", "arch": "mobilevit_xxs", "num_classes": 10},
     )
-    with pytest.raises(SystemExit, match="--int8 is for ONNX"):
+    with pytest.raises(SystemExit, match="--int8 is for onnx"):
         main(["export", str(w), "--out", str(tmp_path / "m.mlpackage"), "--format", "coreml", "--int8"])
     monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(1.0, 1.5))
     rc = main(["export", str(w), "--out", str(tmp_path / "m.onnx"), "--img-size", "64", "--int8"])

@@ -146,7 +146,13 @@ def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
 
 
 def _our_paths(
-    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool, int8: bool = False
+    model_name: str,
+    x: torch.Tensor,
+    compile: bool,
+    onnx: bool,
+    bf16: bool,
+    int8: bool = False,
+    runtimes: tuple[str, ...] = (),
 ) -> list[InferencePath]:
     from ..export import export_onnx, optimize_for_inference
     from ..models import create_model
@@ -173,11 +179,15 @@ def _our_paths(
         paths.append(_int8_path(model, x))
         if compile:
             paths.append(_int8_compiled_path(model, x))
+    if runtimes:
+        from .runtime_paths import runtime_paths
+
+        paths += runtime_paths("mobilevit", model, x, runtimes)
     return paths
 
 
 def _timm_paths(
-    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool
+    model_name: str, x: torch.Tensor, compile: bool, onnx: bool, bf16: bool, runtimes: tuple[str, ...] = ()
 ) -> list[InferencePath]:
     try:
         import timm
@@ -199,6 +209,10 @@ def _timm_paths(
         paths.append(_ort_path("timm", lambda f: _torch_onnx_export(model, x, f)))
     if bf16:
         paths.append(InferencePath("eager_bf16", "timm", _bf16_fn(model), precision="bf16"))
+    if runtimes:  # timm's model as built, through the same runtimes
+        from .runtime_paths import runtime_paths
+
+        paths += runtime_paths("timm", model, x, runtimes)
     return paths
 
 
@@ -234,6 +248,7 @@ def build_paths(
     bf16: bool | None = None,
     transformers: bool = True,
     int8: bool = False,
+    runtimes: tuple[str, ...] = (),
 ) -> list[InferencePath]:
     """Every inference path of ``model_name`` at ``batch`` x 3 x ``img_size``, ready to time.
 
@@ -242,7 +257,9 @@ def build_paths(
     and transformers' ``eager`` (unless ``transformers`` is False). ``bf16`` (default: when the CPU has native bf16) adds
     ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``; ``int8`` adds ``mobilevit/onnxruntime_int8``
     (our export quantized by onnxruntime) and, with ``compile``, ``mobilevit/compiled_int8`` (PyTorch's
-    x86 int8: PT2E + inductor), both calibrated on the built-in digits. ONNX graphs and compiled code are
+    x86 int8: PT2E + inductor), both calibrated on the built-in digits; ``runtimes`` (names from
+    :data:`~.runtime_paths.RUNTIME_PATHS`) adds ours and timm's model through ExecuTorch, LiteRT
+    and OpenVINO (:mod:`.runtime_paths`). ONNX graphs and compiled code are
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).
@@ -259,9 +276,9 @@ def build_paths(
     if compile:
         torch._dynamo.reset()
     x = torch.rand(batch, 3, *size)
-    paths = _our_paths(model_name, x, compile, onnx, bf16, int8)
+    paths = _our_paths(model_name, x, compile, onnx, bf16, int8, runtimes)
     if peers:
-        paths += _timm_paths(model_name, x, compile, onnx, bf16)
+        paths += _timm_paths(model_name, x, compile, onnx, bf16, runtimes)
         if transformers:
             paths += _transformers_paths(model_name)
     return paths
@@ -342,6 +359,7 @@ def run_side_by_side(
     bf16: bool | None = None,
     transformers: bool = True,
     int8: bool = False,
+    runtimes: tuple[str, ...] = (),
 ) -> list[PathResult]:
     """Build, check and time every path of one model at one batch size; frees them afterwards.
 
@@ -358,6 +376,7 @@ def run_side_by_side(
         bf16=bf16,
         transformers=transformers,
         int8=int8,
+        runtimes=runtimes,
     )
     agreement = check_agreement(paths, batch, img_size)  # also the first warm-up pass of every path
     x = torch.rand(batch, 3, *img_size)

@@ -61,6 +61,15 @@ def add_parser(sub: Any) -> None:
         help="add our int8 rows (onnxruntime static quantization and, unless --no-compile, PyTorch's x86 "
         "int8: PT2E + torch.compile), calibrated on the built-in digits",
     )
+    s.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=None,
+        metavar="PATH",
+        help="add ours and timm's model through the mobile / CPU runtimes (pip install 'mobilevit[mobile]'): "
+        "executorch, executorch_int8, litert, litert_int8, openvino, openvino_bf16, openvino_int8; "
+        "the flag alone: all of them",
+    )
     s.set_defaults(fn=run)
 
 
@@ -81,6 +90,15 @@ def _bench_validate(args: argparse.Namespace) -> tuple[int, int]:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.runtimes is not None:
+        from ..bench.runtime_paths import RUNTIME_PATHS
+
+        bad = [r for r in args.runtimes if r not in RUNTIME_PATHS]
+        if bad:
+            raise ValueError(
+                f"unknown runtime path(s) {', '.join(bad)}; choose from {', '.join(RUNTIME_PATHS)}"
+            )
+        args.runtimes = tuple(args.runtimes) or RUNTIME_PATHS
     if args.threads < 0 or min(args.batch) < 1:
         raise ValueError("--threads must be >= 0 and --batch sizes >= 1")
     return size
@@ -140,6 +158,7 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
                 onnx=args.onnx,
                 bf16=None if args.bf16 else False,
                 int8=args.int8,
+                runtimes=args.runtimes or (),
             )
         print(format_path_table(model_rows), flush=True)
         rows += model_rows

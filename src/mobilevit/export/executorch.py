@@ -1,0 +1,150 @@
+"""ExecuTorch export with the XNNPACK delegate (``.pte``), verified in ExecuTorch's own runtime.
+
+The BN-folded model is shaped for XNNPACK first (:mod:`.xnnpack_graph`: the norms, the attention
+and the pool in ops the partitioner takes), so the whole network lowers to XNNPACK; the report
+counts the ops delegated and a graph that is not wholly delegated is logged as a warning with the
+ops left on the portable kernels. ``int8``: PT2E quantization with ExecuTorch's
+``XNNPACKQuantizer`` (symmetric, int8 weights per output channel, int8 activations calibrated on
+training images), lowered to XNNPACK's int8 kernels. The file takes the export's batch and size.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .onnx import export_core
+from .runtime_checks import (
+    calibrate,
+    calibration_data,
+    check_fp32,
+    check_reduced,
+    check_request,
+    require,
+)
+from .xnnpack_graph import shape_for_xnnpack
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "ExecuTorch"
+
+
+def delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
+    """Ops inside XNNPACK delegates and ops left outside (by name) of a lowered graph."""
+    inside, outside = 0, Counter()
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
+            lowered = getattr(graph_module, node.name)
+            inside += sum(n.op == "call_function" for n in lowered.original_module.graph.nodes)
+        elif node.op == "call_function" and node.target is not operator.getitem:
+            name = getattr(node.target, "__name__", str(node.target))
+            if "executorch_call_delegate" not in name:
+                outside[name] += 1
+    total = inside + sum(outside.values())
+    pieces = sum(
+        n.op == "get_attr" and n.name.startswith("lowered_module_") for n in graph_module.graph.nodes
+    )
+    return {
+        "delegated_ops": inside,
+        "portable_ops": dict(outside),
+        "delegated_fraction": inside / total if total else 0.0,
+        "delegate_pieces": pieces,
+    }
+
+
+def load_executorch(path: str | Path) -> Any:
+    """A runner for a ``.pte`` file: float32 NCHW batch -> list of outputs (ExecuTorch ``Runtime``)."""
+    rt = require("executorch.runtime", RUNTIME)
+    method = rt.Runtime.get().load_program(Path(path)).load_method("forward")
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return [o.numpy() for o in method.execute([torch.from_numpy(np.ascontiguousarray(x))])]
+
+    return run
+
+
+def lower_to_xnnpack(
+    module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """``module`` (an inference graph, already shaped) exported, quantized when ``calib`` is given,
+    and lowered to XNNPACK: (the .pte bytes, the delegation report)."""
+    exir = require("executorch.exir", RUNTIME)
+    partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", RUNTIME)
+    with torch.no_grad():
+        program = torch.export.export(module, (example,))
+        if calib is not None:
+            quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", RUNTIME)
+            pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
+            quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
+                quantizer_mod.get_symmetric_quantization_config(is_per_channel=True)
+            )
+            prepared = pt2e.prepare_pt2e(program.module(), quantizer)
+            calibrate(prepared, calib, example.shape[0])
+            program = torch.export.export(pt2e.convert_pt2e(prepared), (example,))
+        edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
+    report = delegation(edge.exported_program().graph_module)
+    return edge.to_executorch().buffer, report
+
+
+def export_executorch(
+    model: nn.Module,
+    path: str | Path,
+    img_size: tuple[int, int] = (256, 256),
+    batch: int = 1,
+    int8: bool = False,
+    data: str | Path = "digits",
+    calib_images: int = 64,
+    max_val: int | None = None,
+    model_classes: list[str] | None = None,
+    min_agreement: float = 0.98,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` to an ExecuTorch ``.pte`` (XNNPACK) and check it in ExecuTorch; returns a report.
+
+    Classifiers and segmenters map ``image -> output``, a detector its core ``image -> (scores,
+    boxes)``. fp32 is checked against eager PyTorch (``atol``); ``int8`` (classifiers) by top-1
+    agreement with fp32 on ``data``'s validation images (>= ``min_agreement``). A file that fails
+    is deleted (:class:`~.onnx.ExportError` with the numbers).
+    """
+    path = check_request(model, path, ".pte", img_size, batch, "int8" if int8 else None)
+    require("executorch.exir", RUNTIME)
+    data_ = calibration_data(data, img_size, calib_images, max_val) if int8 else None
+    fast, reference, outputs = export_core(model, patch_layout="nchw")
+    swapped = shape_for_xnnpack(fast)
+    example = torch.rand(batch, 3, *img_size)
+    buffer, report = lower_to_xnnpack(fast, example, data_.calib if data_ else None)
+    if report["portable_ops"]:
+        log.warning(
+            "ExecuTorch: %d of %d ops delegated to XNNPACK; on the portable kernels: %s",
+            report["delegated_ops"],
+            report["delegated_ops"] + sum(report["portable_ops"].values()),
+            ", ".join(f"{k} x{v}" for k, v in sorted(report["portable_ops"].items())),
+        )
+    path.write_bytes(buffer)
+    run = load_executorch(path)
+    result: dict[str, Any] = {
+        "path": str(path),
+        "format": "executorch",
+        "delegate": "xnnpack",
+        "precision": "int8" if int8 else "fp32",
+        "img_size": list(img_size),
+        "batch": batch,
+        "outputs": outputs,
+        "modules_rewritten": swapped,
+        **report,
+    }
+    if data_ is not None:
+        result["int8"] = check_reduced(
+            run, reference, data_, path, "ExecuTorch int8", batch, model_classes, min_agreement
+        )
+    else:
+        result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+    result["bytes"] = path.stat().st_size
+    return result

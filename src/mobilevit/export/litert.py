@@ -1,0 +1,135 @@
+"""LiteRT (TFLite) export through ``litert-torch`` (``.tflite``), verified in ai-edge-litert's
+``Interpreter`` (whose default CPU path is the XNNPACK delegate).
+
+The file takes the export's batch and size (litert-torch converts static shapes; a dynamic batch
+fails in its converter). ``int8``: litert-torch's PT2E quantizer (symmetric, int8 weights per
+output channel, int8 activations calibrated on training images), converted with its
+``QuantConfig`` so the file holds int8 kernels; such a file takes and gives int8 tensors (full
+integer quantization), which :func:`load_litert` quantizes and dequantizes with the file's own
+scales. Inputs stay NCHW as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .onnx import export_core
+from .runtime_checks import (
+    calibrate,
+    calibration_data,
+    check_fp32,
+    check_reduced,
+    check_request,
+    require,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "LiteRT"
+
+
+def load_litert(path: str | Path, threads: int | None = None) -> Any:
+    """A runner for a ``.tflite`` file: float32 NCHW batch -> list of outputs (``Interpreter``)."""
+    interpreter_mod = require("ai_edge_litert.interpreter", RUNTIME)
+    interp = interpreter_mod.Interpreter(model_path=str(path), num_threads=threads or torch.get_num_threads())
+    runner = interp.get_signature_runner()
+    inputs = runner.get_input_details()
+    ((input_name, input_detail),) = inputs.items()
+    outputs = runner.get_output_details()
+
+    def order(name: str) -> int:  # output_0, output_1, ... in the traced order
+        found = re.findall(r"\d+", name)
+        return int(found[-1]) if found else 0
+
+    names = sorted(outputs, key=order)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        # an int8 file takes and gives int8 tensors: (de)quantized here with the file's own scales
+        out = runner(**{input_name: _quantize(np.asarray(x, dtype=np.float32), input_detail)})
+        return [_dequantize(out[n], outputs[n]) for n in names]
+
+    return run
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(x)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if y.dtype == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def convert_litert(module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None) -> Any:
+    """``module`` converted by litert-torch (quantized when ``calib`` is given): its edge model."""
+    litert_torch = require("litert_torch", RUNTIME)
+    with torch.no_grad():
+        if calib is None:
+            return litert_torch.convert(module, (example,))
+        q = require("litert_torch.quantize.pt2e_quantizer", RUNTIME)
+        quant_config = require("litert_torch.quantize.quant_config", RUNTIME)
+        pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
+        quantizer = q.PT2EQuantizer().set_global(q.get_symmetric_quantization_config(is_per_channel=True))
+        prepared = pt2e.prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
+        calibrate(prepared, calib, example.shape[0])
+        converted = pt2e.convert_pt2e(prepared, fold_quantize=False)
+        return litert_torch.convert(
+            converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer)
+        )
+
+
+def export_litert(
+    model: nn.Module,
+    path: str | Path,
+    img_size: tuple[int, int] = (256, 256),
+    batch: int = 1,
+    int8: bool = False,
+    data: str | Path = "digits",
+    calib_images: int = 64,
+    max_val: int | None = None,
+    model_classes: list[str] | None = None,
+    min_agreement: float = 0.98,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` to a LiteRT ``.tflite`` and check it in LiteRT's interpreter; returns a report.
+
+    The same outputs and checks as :func:`~.executorch.export_executorch`.
+    """
+    path = check_request(model, path, ".tflite", img_size, batch, "int8" if int8 else None)
+    require("litert_torch", RUNTIME)
+    require("ai_edge_litert.interpreter", RUNTIME)
+    data_ = calibration_data(data, img_size, calib_images, max_val) if int8 else None
+    fast, reference, outputs = export_core(model, patch_layout="nchw")
+    example = torch.rand(batch, 3, *img_size)
+    convert_litert(fast, example, data_.calib if data_ else None).export(str(path))
+    run = load_litert(path)
+    result: dict[str, Any] = {
+        "path": str(path),
+        "format": "litert",
+        "precision": "int8" if int8 else "fp32",
+        "img_size": list(img_size),
+        "batch": batch,
+        "outputs": outputs,
+    }
+    if data_ is not None:
+        result["int8"] = check_reduced(
+            run, reference, data_, path, "LiteRT int8", batch, model_classes, min_agreement
+        )
+    else:
+        result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+    result["bytes"] = path.stat().st_size
+    return result

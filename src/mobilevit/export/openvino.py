@@ -1,0 +1,150 @@
+"""OpenVINO export (IR: ``.xml`` + ``.bin``), verified with OpenVINO's ``Core.compile_model`` on CPU.
+
+Weights are stored in fp32 (not compressed to fp16). ``precision`` is the CPU inference precision
+OpenVINO is asked for, recorded in the IR's runtime options so a plain ``compile_model(path)``
+uses it: ``f32`` (checked like every fp32 export) or ``bf16`` (OpenVINO's default on CPUs with
+native bf16; checked, like int8, by top-1 agreement with fp32; on a CPU without bf16 OpenVINO
+computes in f32, and the report says so). ``int8``: NNCF post-training quantization (its
+transformer preset: int8 weights per channel, activations calibrated on training images).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batches import padded_batches
+from .onnx import ExportError, export_core
+from .runtime_checks import (
+    calibration_data,
+    check_fp32,
+    check_reduced,
+    check_request,
+    require,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "OpenVINO"
+PRECISIONS = ("f32", "bf16")
+
+
+def compile_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
+    """The IR compiled for CPU (``precision``: the IR's recorded one when None)."""
+    ov = require("openvino", RUNTIME)
+    core = ov.Core()
+    model = core.read_model(str(path))
+    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+    if precision is None and model.has_rt_info(key):  # compile_model does not read it itself here
+        precision = model.get_rt_info(key).astype(str)
+    config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return core.compile_model(model, "CPU", config)
+
+
+def load_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
+    """A runner for an IR: float32 NCHW batch -> list of outputs."""
+    compiled = compile_openvino(path, precision, threads)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        result = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return [np.array(result[out]) for out in compiled.outputs]
+
+    run.compiled = compiled  # type: ignore[attr-defined]
+    return run
+
+
+def convert_openvino(
+    module: nn.Module,
+    example: torch.Tensor,
+    outputs: list[str],
+    calib: np.ndarray | None = None,
+    precision: str = "f32",
+) -> Any:
+    """``module`` converted to an OpenVINO model at ``example``'s shape (input ``image``, outputs
+    named ``outputs``), NNCF-quantized when ``calib`` is given, ``precision`` recorded as its CPU
+    inference precision."""
+    ov = require("openvino", RUNTIME)
+    with torch.no_grad():
+        ov_model = ov.convert_model(module, example_input=example, input=[tuple(example.shape)])
+    ov_model.inputs[0].get_tensor().set_names({"image"})
+    for port, name in zip(ov_model.outputs, outputs, strict=True):
+        port.get_tensor().set_names({name})
+    if calib is not None:
+        nncf = require("nncf", RUNTIME)
+        batches = [xb for xb, _ in padded_batches(calib, example.shape[0])]
+        ov_model = nncf.quantize(
+            ov_model,
+            nncf.Dataset(batches),
+            subset_size=len(batches) * example.shape[0],
+            model_type=nncf.ModelType.TRANSFORMER,
+        )
+    ov_model.set_rt_info(precision, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    return ov_model
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | Path,
+    img_size: tuple[int, int] = (256, 256),
+    batch: int = 1,
+    precision: str = "f32",
+    int8: bool = False,
+    data: str | Path = "digits",
+    calib_images: int = 64,
+    max_val: int | None = None,
+    model_classes: list[str] | None = None,
+    min_agreement: float = 0.98,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export ``model`` to OpenVINO IR and check it in OpenVINO; returns a report.
+
+    The same outputs and checks as :func:`~.executorch.export_executorch`, plus ``precision``.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    reduced = "int8" if int8 else ("bf16" if precision == "bf16" else None)
+    path = check_request(model, path, ".xml", img_size, batch, reduced)
+    ov = require("openvino", RUNTIME)
+    if int8:
+        require("nncf", RUNTIME)
+    data_ = calibration_data(data, img_size, calib_images, max_val) if reduced else None
+    fast, reference, outputs = export_core(model)
+    example = torch.rand(batch, 3, *img_size)
+    ov_model = convert_openvino(fast, example, outputs, data_.calib if int8 else None, precision)
+    bin_path = path.with_suffix(".bin")
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    run = load_openvino(path)
+    hint = run.compiled.get_property("INFERENCE_PRECISION_HINT")
+    used = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    result: dict[str, Any] = {
+        "path": str(path),
+        "weights_path": str(bin_path),
+        "format": "openvino",
+        "precision": "int8" if int8 else precision,
+        "inference_precision": used,
+        "img_size": list(img_size),
+        "batch": batch,
+        "outputs": outputs,
+    }
+    try:
+        if reduced:
+            if precision == "bf16" and "bf16" not in used:
+                log.warning("OpenVINO: this CPU has no bf16; the model computes in %s here", used)
+            result[reduced] = check_reduced(
+                run, reference, data_, path, f"OpenVINO {reduced}", batch, model_classes, min_agreement
+            )
+        else:
+            result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+    finally:
+        if not path.exists():  # a failed check removed the .xml: its weights go with it
+            bin_path.unlink(missing_ok=True)
+    result["bytes"] = path.stat().st_size + bin_path.stat().st_size
+    return result
