@@ -228,3 +228,21 @@ def test_bad_requests_are_refused_before_any_work(tmp_path, capsys, monkeypatch)
         "the OpenVINO export needs openvino, which is not installed: pip install 'mobilevit[mobile]'" in err
     )
     assert "Traceback" not in err and not (tmp_path / "m.xml").exists()
+
+
+def test_bench_runtime_paths_for_ours_and_timm(capsys):
+    """The side-by-side bench's runtime rows (OpenVINO here: the fast one to build), and a bad name."""
+    from mobilevit.bench.runtime_paths import runtime_paths
+
+    model = create_model("mobilevit_xxs").eval()
+    x = torch.rand(1, 3, 64, 64)
+    (ours,) = runtime_paths("mobilevit", model, x, ("openvino",))
+    with torch.no_grad():
+        assert ours.skipped is None and max_diff(ours(x), model(x)) <= 1e-4
+    timm = pytest.importorskip("timm")
+    peer = timm.create_model("mobilevit_xxs", pretrained=False).eval()
+    (theirs,) = runtime_paths("timm", peer, x, ("openvino",))
+    with torch.no_grad():
+        assert theirs.skipped is None and max_diff(theirs(x), peer(x)) <= 1e-4
+    assert main(["bench", "--side-by-side", "--models", "mobilevit_xxs", "--runtimes", "tflite"]) == 2
+    assert "unknown runtime path(s) tflite; choose from executorch" in capsys.readouterr().err

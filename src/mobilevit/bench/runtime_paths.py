@@ -61,11 +61,10 @@ def _build(name: str, module: nn.Module, x: torch.Tensor, calib: np.ndarray | No
 
         convert_litert(module, x, calib).export(str(tmp / "m.tflite"))
         return load_litert(tmp / "m.tflite")
-    from ..export.openvino import convert_openvino, load_openvino
-    from ..export.runtime_checks import require
+    from ..export.openvino import _openvino, convert_openvino, load_openvino
 
     precision = "bf16" if name == "openvino_bf16" else "f32"
-    ov = require("openvino", "OpenVINO")
+    ov = _openvino()
     ov_model = convert_openvino(module, x, ["output"], calib, precision)
     ov.save_model(ov_model, str(tmp / "m.xml"), compress_to_fp16=False)
     return load_openvino(tmp / "m.xml")

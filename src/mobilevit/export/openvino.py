@@ -11,6 +11,7 @@ transformer preset: int8 weights per channel, activations calibrated on training
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,20 @@ RUNTIME = "OpenVINO"
 PRECISIONS = ("f32", "bf16")
 
 
+def _openvino() -> Any:
+    """``import openvino`` with its telemetry off. OpenVINO's converter reports each import and
+    conversion to Google Analytics from a forked process unless the user opted out (or ``CI`` is
+    set); a library converting a user's model must not phone home on their behalf. With
+    ``openvino_telemetry`` unimportable the converter uses its own no-op stub, as when that
+    package is not installed. (Where it was imported already, the user's own setting stands.)"""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
+    return require("openvino", RUNTIME)
+
+
 def compile_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
     """The IR compiled for CPU (``precision``: the IR's recorded one when None)."""
-    ov = require("openvino", RUNTIME)
+    ov = _openvino()
     core = ov.Core()
     model = core.read_model(str(path))
     key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
@@ -71,7 +83,7 @@ def convert_openvino(
     """``module`` converted to an OpenVINO model at ``example``'s shape (input ``image``, outputs
     named ``outputs``), NNCF-quantized when ``calib`` is given, ``precision`` recorded as its CPU
     inference precision."""
-    ov = require("openvino", RUNTIME)
+    ov = _openvino()
     with torch.no_grad():
         ov_model = ov.convert_model(module, example_input=example, input=[tuple(example.shape)])
     ov_model.inputs[0].get_tensor().set_names({"image"})
@@ -112,7 +124,7 @@ def export_openvino(
         raise ExportError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     reduced = "int8" if int8 else ("bf16" if precision == "bf16" else None)
     path = check_request(model, path, ".xml", img_size, batch, reduced)
-    ov = require("openvino", RUNTIME)
+    ov = _openvino()
     if int8:
         require("nncf", RUNTIME)
     data_ = calibration_data(data, img_size, calib_images, max_val) if reduced else None
