@@ -149,7 +149,7 @@ def test_truncated_checkpoints_name_the_path(tmp_path):
 
 
 def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
-    v1 = [t for t in list_weights() if not t.startswith("mobilevitv2_")]
+    v1 = [t for t in list_weights() if "mobilevitv2_" not in t]
     assert len(v1) == 18 and list_weights("mobilevit_s") == [
         "mobilevit_s.cvnets_in1k",
         "mobilevit_s.hf_in1k",
@@ -159,10 +159,17 @@ def test_weight_specs_are_data_and_tags_resolve_offline(tmp_path):
     assert spec.channel_order == "BGR" and spec.mean == (0.0, 0.0, 0.0) and spec.crop_size == 256
     assert WEIGHTS["mobilevit_xxs.timm_in1k"].channel_order == "RGB"
     # MobileViT v2: timm's copies, all 7 widths at 256 and the in22k fine-tunes of 1.5 / 1.75 / 2.0 at 256 and 384
-    v2 = [t for t in list_weights() if t.startswith("mobilevitv2_")]
+    v2 = [t for t in list_weights() if t.startswith("mobilevitv2_") and ".timm_" in t]
     assert len(v2) == 13 and all(
         WEIGHTS[t].channel_order == "RGB" and WEIGHTS[t].interpolation == "bicubic" for t in v2
     )
+    # and the transformers hub's v2 repos (classification 1.0 / 2.0, VOC DeepLabv3 1.0 / 1.5): read as RGB
+    hf_v2 = [t for t in list_weights() if "mobilevitv2_" in t and ".hf_" in t]
+    assert sorted(hf_v2) == [
+        "deeplabv3_mobilevitv2_100.hf_voc", "deeplabv3_mobilevitv2_150.hf_voc",
+        "mobilevitv2_100.hf_in1k", "mobilevitv2_200.hf_in1k",
+    ]  # fmt: skip
+    assert all(WEIGHTS[t].channel_order == "RGB" and "flips to BGR" in WEIGHTS[t].notes for t in hf_v2)
     assert WEIGHTS["mobilevitv2_200.timm_in22k_ft_in1k_384"].crop_size == 384
     # downloads are off in the tests: a clear error that says where the file goes
     with pytest.raises(

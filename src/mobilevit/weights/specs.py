@@ -154,6 +154,42 @@ def _specs() -> dict[str, WeightSpec]:
                 notes=f"timm/{arch}.{timm_tag}: the ml-cvnets v0.2 weights (trained on PIL RGB images)",
             )
             out[spec.tag] = spec
+    # the transformers hub's v2 repos (Apple's uploads of the same ml-cvnets v0.2 weights). Their image
+    # processor flips to BGR; the code that trained them read PIL RGB, which this library believes
+    # (README, "Input convention"): recorded as RGB, `mobilevit convert --trained-on bgr` for the other.
+    hf_v2_note = (
+        "transformers {}; its image processor flips to BGR (do_flip_channel_order), the training code "
+        "(ml-cvnets v0.2) read RGB: loaded as RGB here"
+    )
+    for w, hf_w in (("100", "1.0"), ("200", "2.0")):
+        arch, repo = f"mobilevitv2_{w}", f"apple/mobilevitv2-{hf_w}-imagenet1k-256"
+        spec = WeightSpec(
+            f"{arch}.hf_in1k",
+            arch,
+            "transformers",
+            hub.format(repo, "pytorch_model.bin"),
+            f"{arch}.hf.bin",
+            "RGB",
+            top1=v2_top1[w],
+            notes=hf_v2_note.format(repo),
+        )
+        out[spec.tag] = spec
+    for w, hf_w, miou in (("100", "1.0", 78.94), ("150", "1.5", 80.30)):
+        name, repo = f"deeplabv3_mobilevitv2_{w}", f"apple/mobilevitv2-{hf_w}-voc-deeplabv3"
+        spec = WeightSpec(
+            f"{name}.hf_voc",
+            name,
+            "transformers",
+            hub.format(repo, "pytorch_model.bin"),
+            f"{name}.hf.bin",
+            "RGB",
+            num_classes=21,
+            resize_size=512,
+            crop_size=512,
+            miou=miou,
+            notes=hf_v2_note.format(repo) + "; 512x512 input, output stride 16, rates 6/12/18",
+        )
+        out[spec.tag] = spec
     det = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/detection/ssd_{}_320.pt"
     for arch, box_map in {"mobilevit_xxs": 19.9, "mobilevit_xs": 24.8, "mobilevit_s": 27.7}.items():
         name = f"ssdlite_{arch}"
