@@ -124,7 +124,10 @@ def _validate(args: argparse.Namespace) -> None:
     if fmt != "onnx" and (args.dynamic_batch or (fmt == "coreml" and args.batch != 1)):
         flag = "--dynamic-batch" if args.dynamic_batch else f"--batch {args.batch}"
         fixed = "a fixed batch of 1" if fmt == "coreml" else "a fixed batch (--batch N)"
-        raise SystemExit(f"mobilevit export: error: {flag} is for ONNX; a {fmt} export takes {fixed}")
+        shown = {"coreml": "Core ML", "executorch": "ExecuTorch", "litert": "LiteRT", "openvino": "OpenVINO"}[
+            fmt
+        ]
+        raise SystemExit(f"mobilevit export: error: {flag} is for ONNX; a {shown} export takes {fixed}")
     if fmt in RUNTIMES and args.dynamic_hw:
         raise SystemExit(
             f"mobilevit export: error: --dynamic-hw is refused: a {fmt} export takes one input size "
