@@ -23,7 +23,11 @@ validation images of a MobileViT-S trained on the digits for ``--int8-train-epoc
 (random weights give near-constant logits, whose argmax no quantizer can keep; trained weights
 are what a user quantizes), at the recipe's 64 px. ``ratio_matched`` holds the v1-vs-v2 figures at
 matched size (``--matched``, default v2-0.5 vs XXS and v2-1.0 vs S): both models' paths timed in one
-set of alternating rounds, v2 time / v1 time per batch and path.
+set of alternating rounds, v2 time / v1 time per batch and path. The runtime rows (``--runtimes``:
+ExecuTorch XNNPACK, LiteRT, OpenVINO for ours and timm's model) give ``ratio_executorch_fp32_vs_ort_b1``,
+``ratio_executorch_vs_timm_executorch_b1``, ``ratio_xnnpack_int8_vs_ort_fp32_b1_s``,
+``ratio_openvino_bf16_vs_ort_fp32_b32_s``, ``ratio_openvino_int8_vs_ort_fp32_b32_s`` and, from the
+digits-trained S, ``runtime_agreement_s``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from mobilevit.bench.paths import (
     run_matched,
     run_side_by_side,
 )
+from mobilevit.bench.runtime_paths import RUNTIME_PATHS
 from mobilevit.bench.timing import peak_matmul_gflops
 
 TIMM_FP32_PATHS = ("eager", "channels_last", "compiled", "onnxruntime")
@@ -116,7 +121,10 @@ def setup_table(rows: list[PathResult]) -> str:
     calibration), and skips."""
     lines = ["| model | batch | owner | path | setup s | note |", "|---|---:|---|---|---:|---|"]
     for r in rows:
-        if r.path in ("compiled", "onnxruntime", "onnxruntime_int8", "compiled_int8") or r.skipped:
+        if (
+            r.path in ("compiled", "onnxruntime", "onnxruntime_int8", "compiled_int8", *RUNTIME_PATHS)
+            or r.skipped
+        ):
             lines.append(
                 f"| {short(r.model)} | {r.batch} | {r.owner} | {r.path} | {r.setup_s:.1f} | {r.skipped or ''} |"
             )
@@ -161,6 +169,7 @@ def figures(rows: list[PathResult], models: list[str], peak: float, info: dict[s
     out["ratio_int8_vs_fp32_b32_s_by_path"] = {
         r.path: round(r.ms_per_image / best_s.ms_per_image, 3) for r in int8_rows if best_s
     }
+    out.update(runtime_figures(rows, models))
     out["peak_gflops"] = round(peak, 1)
     out["cpu"] = info["cpu"]
     out["threads"] = info["threads"]
@@ -209,6 +218,14 @@ def main() -> None:
         help="epochs of MobileViT-S on the digits for the int8 agreement figure (0: skip it); 8 reach "
         "about 99%% top-1, a converged model like the ones users quantize (3 leave it at 92%%, near-ties)",
     )
+    p.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=list(RUNTIME_PATHS),
+        metavar="PATH",
+        help="runtime rows for ours and timm's model (ExecuTorch XNNPACK, LiteRT, OpenVINO; default all; "
+        "none: skip). The int8 ones only for --int8-models (ExecuTorch's int8 lowering takes ~2 min a model)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 2 passes, 1 round")
     args = p.parse_args()
     if args.quick:
@@ -236,6 +253,9 @@ def main() -> None:
                 compile=args.compile,
                 transformers=batch == 1 or args.transformers_large,
                 int8=batch > 1 and name in args.int8_models,
+                runtimes=tuple(
+                    r for r in args.runtimes if not r.endswith("_int8") or name in args.int8_models
+                ),
             )
             print(
                 f"\n{name} batch {batch} ({time.perf_counter() - t0:.0f} s)\n{format_path_table(new)}",
@@ -262,7 +282,9 @@ def main() -> None:
     int8_check = None
     if args.int8_train_epochs > 0 and "mobilevit_s" in args.int8_models:
         t0 = time.perf_counter()
-        int8_check = trained_int8_check("mobilevit_s", args.int8_train_epochs, args.threads)
+        int8_check = trained_int8_check(
+            "mobilevit_s", args.int8_train_epochs, args.threads, tuple(args.runtimes)
+        )
         int8_check["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"\nint8 vs fp32, MobileViT-S trained on the digits: {int8_check}", flush=True)
     peak_end = peak_matmul_gflops()
@@ -283,6 +305,9 @@ def main() -> None:
     checked = int8_check.get(int8_path, {}) if int8_check and int8_path else {}
     out["int8_top1_agreement_s"] = checked.get("top1_agreement")  # of the path the time ratio is for
     out["int8_check_s"] = int8_check
+    out["runtime_agreement_s"] = {  # reduced-precision runtime exports of the digits-trained S vs fp32
+        p: r.get("top1_agreement") for p, r in (int8_check or {}).items() if p in RUNTIME_PATHS
+    }
     out["ratio_matched"] = matched_ratios(matched, pairs)
     out["seconds"] = round(seconds, 1)
     out["compile_s"] = {
@@ -293,7 +318,9 @@ def main() -> None:
     print_json_last(out)
 
 
-def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, Any]:
+def trained_int8_check(
+    model_name: str, epochs: int, threads: int, runtimes: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Train ``model_name`` on the digits (the demo recipe, ``epochs`` epochs), then compare each int8
     path with fp32 on the 360 validation images at the recipe's 64 px: the onnxruntime int8 export
     against the fp32 export, PyTorch's compiled int8 against the eager model."""
@@ -329,6 +356,7 @@ def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, 
             by_path["compiled_int8"] = accuracy_figures(ref, predict_fixed_batch(q, data.val), data, classes)
         except Exception as e:  # no torchao / no compiler: reported, the onnxruntime figures stand
             by_path["compiled_int8"] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
+        by_path.update(_runtime_agreement(model, size, classes, Path(tmp), runtimes))
     keys = ("top1_agreement", "fp32_top1", "int8_top1", "max_rel_logit_diff")
     return {
         "model": model_name,
@@ -338,6 +366,68 @@ def trained_int8_check(model_name: str, epochs: int, threads: int) -> dict[str, 
         "calib_images": len(data.calib),
         **{p: {k: r[k] for k in keys} if "skipped" not in r else r for p, r in by_path.items()},
     }
+
+
+def _ms(rows: list[PathResult], model: str, owner: str, path: str, batch: int) -> float | None:
+    r = _row(rows, model, owner, path, batch)
+    return r.ms_per_image if r is not None and r.ms_per_image else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b is not None else None
+
+
+def runtime_figures(rows: list[PathResult], models: list[str]) -> dict[str, Any]:
+    """The runtime ratios of issue 17 (null where a path was not run or was skipped)."""
+    ort = {m: _ms(rows, m, "mobilevit", "onnxruntime", 1) for m in models}
+    xnn_int8 = [_ms(rows, "mobilevit_s", "mobilevit", p, 1) for p in ("executorch_int8", "litert_int8")]
+    xnn_int8 = [v for v in xnn_int8 if v is not None]
+    ort32_s = _ms(rows, "mobilevit_s", "mobilevit", "onnxruntime", 32)
+    return {
+        "ratio_executorch_fp32_vs_ort_b1": {
+            short(m): _ratio(_ms(rows, m, "mobilevit", "executorch", 1), ort[m]) for m in models
+        },
+        "ratio_executorch_vs_timm_executorch_b1": {
+            short(m): _ratio(
+                _ms(rows, m, "mobilevit", "executorch", 1), _ms(rows, m, "timm", "executorch", 1)
+            )
+            for m in models
+        },
+        "ratio_xnnpack_int8_vs_ort_fp32_b1_s": _ratio(min(xnn_int8, default=None), ort.get("mobilevit_s")),
+        "ratio_openvino_bf16_vs_ort_fp32_b32_s": _ratio(
+            _ms(rows, "mobilevit_s", "mobilevit", "openvino_bf16", 32), ort32_s
+        ),
+        "ratio_openvino_int8_vs_ort_fp32_b32_s": _ratio(
+            _ms(rows, "mobilevit_s", "mobilevit", "openvino_int8", 32), ort32_s
+        ),
+    }
+
+
+def _runtime_agreement(
+    model: Any, size: tuple[int, int], classes: list[str], tmp: Path, runtimes: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Each reduced-precision runtime export of the trained model against fp32 (its own export check,
+    with no agreement threshold): ExecuTorch / LiteRT int8, OpenVINO int8 and bf16."""
+    from mobilevit.export import export_executorch, export_litert, export_openvino
+
+    jobs = {
+        "executorch_int8": lambda: export_executorch(model, tmp / "m.pte", size, int8=True, **common)["int8"],
+        "litert_int8": lambda: export_litert(model, tmp / "m.tflite", size, int8=True, **common)["int8"],
+        "openvino_int8": lambda: export_openvino(model, tmp / "m.xml", size, int8=True, **common)["int8"],
+        "openvino_bf16": lambda: export_openvino(model, tmp / "b.xml", size, precision="bf16", **common)[
+            "bf16"
+        ],
+    }
+    common = dict(calib_images=64, model_classes=classes, min_agreement=0.0)
+    out = {}
+    for name, job in jobs.items():
+        if name not in runtimes:
+            continue
+        try:
+            out[name] = job()
+        except Exception as e:  # not installed, or the converter refused: reported, not fatal
+            out[name] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
+    return out
 
 
 def matched_ratios(rows: list[PathResult], pairs: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
@@ -415,7 +505,7 @@ def _doc_body(
             if "skipped" not in r
             else f"| {p} | skipped: {r['skipped']} | | | |"
             for p, r in c.items()
-            if p in INT8_PATHS
+            if p in INT8_PATHS or p in RUNTIME_PATHS
         ]
         parts.append(
             f"int8 with trained weights: {c['model']} trained here on the digits for {c['epochs']} epochs "
