@@ -410,6 +410,7 @@ def _runtime_agreement(
     with no agreement threshold): ExecuTorch / LiteRT int8, OpenVINO int8 and bf16."""
     from mobilevit.export import export_executorch, export_litert, export_openvino
 
+    common = dict(calib_images=64, model_classes=classes, min_agreement=0.0)
     jobs = {
         "executorch_int8": lambda: export_executorch(model, tmp / "m.pte", size, int8=True, **common)["int8"],
         "litert_int8": lambda: export_litert(model, tmp / "m.tflite", size, int8=True, **common)["int8"],
@@ -418,7 +419,6 @@ def _runtime_agreement(
             "bf16"
         ],
     }
-    common = dict(calib_images=64, model_classes=classes, min_agreement=0.0)
     out = {}
     for name, job in jobs.items():
         if name not in runtimes:

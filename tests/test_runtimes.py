@@ -89,6 +89,23 @@ def test_executorch_detector_core(tmp_path):
     assert report["delegated_fraction"] > 0.9
 
 
+def test_ops_xnnpack_cannot_take_are_named():
+    """A sum over the last dim has no XNNPACK config: it stays on the portable kernels, by name."""
+    from mobilevit.export.executorch import lower_to_xnnpack
+
+    class ConvThenSum(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).sum(dim=-1)
+
+    _, report = lower_to_xnnpack(ConvThenSum().eval(), torch.rand(1, 3, 8, 8))
+    assert any("sum" in op for op in report["portable_ops"]), report["portable_ops"]
+    assert 0 < report["delegated_fraction"] < 1 and report["delegate_pieces"] == 1
+
+
 def test_litert_classifiers_and_segmenter(tmp_path):
     cases = (
         ("mobilevit_xxs", {}, SIZES[1]),

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .peers import HF_CONFIGS, hf_v2_width
-from .timing import InferencePath, machine_info, measure_alternating, ort_session
+from .timing import InferencePath, first_line, machine_info, measure_alternating, ort_session
 
 OWNERS = ("mobilevit", "timm", "transformers")
 BF16_EXTENSIONS = ("avx512_bf16", "amx_bf16")
@@ -42,11 +42,6 @@ def bf16_supported() -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # building paths
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
 
 
 def _bf16_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -65,7 +60,7 @@ def _compiled_path(owner: str, model: nn.Module, x: torch.Tensor) -> InferencePa
         with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
             compiled(x)
     except Exception as e:  # any backend failure (no C++ compiler, unsupported op) is a skip, not a crash
-        return InferencePath("compiled", owner, None, skipped=_first_line(e))
+        return InferencePath("compiled", owner, None, skipped=first_line(e))
     return InferencePath("compiled", owner, compiled, setup_s=time.perf_counter() - t0)
 
 
@@ -78,7 +73,7 @@ def _ort_path(owner: str, export: Callable[[Path], None]) -> InferencePath:
             export(onnx_file)
             session = ort_session(onnx_file)
     except ImportError as e:
-        return InferencePath("onnxruntime", owner, None, skipped=_first_line(e))
+        return InferencePath("onnxruntime", owner, None, skipped=first_line(e))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
@@ -116,7 +111,7 @@ def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
             quantize_int8(fp32, int8, data.calib)
             session = ort_session(int8)
     except ImportError as e:
-        return InferencePath("onnxruntime_int8", "mobilevit", None, precision="int8", skipped=_first_line(e))
+        return InferencePath("onnxruntime_int8", "mobilevit", None, precision="int8", skipped=first_line(e))
 
     def run(xb: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"image": xb.numpy()})[0])
@@ -139,7 +134,7 @@ def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
         int8 = quantize_int8_torch(model, data.calib)
         int8(x)  # compiles the graph for this batch size
     except Exception as e:  # no torchao, no C++ compiler for inductor: a skip, not a crash
-        return InferencePath("compiled_int8", "mobilevit", None, precision="int8", skipped=_first_line(e))
+        return InferencePath("compiled_int8", "mobilevit", None, precision="int8", skipped=first_line(e))
     return InferencePath(
         "compiled_int8", "mobilevit", int8, precision="int8", setup_s=time.perf_counter() - t0
     )

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .timing import InferencePath
+from .timing import InferencePath, first_line
 
 RUNTIME_PATHS = (
     "executorch",
@@ -30,11 +30,6 @@ RUNTIME_PATHS = (
     "openvino_bf16",
     "openvino_int8",
 )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
 
 
 def _precision(name: str) -> str:
@@ -97,7 +92,7 @@ def runtime_paths(
             with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
                 run = _build(name, module, x, calib if precision == "int8" else None, Path(tmp))
         except Exception as e:  # not installed, or the converter refuses this graph: a skip
-            paths.append(InferencePath(name, owner, None, precision=precision, skipped=_first_line(e)))
+            paths.append(InferencePath(name, owner, None, precision=precision, skipped=first_line(e)))
             continue
         paths.append(
             InferencePath(name, owner, _wrap(run), precision=precision, setup_s=time.perf_counter() - t0)

@@ -104,6 +104,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def first_line(e: BaseException) -> str:
+    """``Type: first line of the message``, at most 200 characters: why a path was skipped."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+
+
 @dataclass
 class InferencePath:
     """One way to run a model: ``fn`` maps an input batch (in ``memory_format``) to logits.

@@ -11,8 +11,6 @@ training images), lowered to XNNPACK's int8 kernels. The file takes the export's
 from __future__ import annotations
 
 import logging
-import operator
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .int8 import load_int8_data
 from .onnx import export_core
 from .runtime_checks import (
     calibrate,
-    calibration_data,
-    check_fp32,
-    check_reduced,
     check_request,
     require,
+    verify,
 )
 from .xnnpack_graph import shape_for_xnnpack
 
@@ -37,25 +34,20 @@ RUNTIME = "ExecuTorch"
 
 
 def delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
-    """Ops inside XNNPACK delegates and ops left outside (by name) of a lowered graph."""
-    inside, outside = 0, Counter()
-    for node in graph_module.graph.nodes:
-        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
-            lowered = getattr(graph_module, node.name)
-            inside += sum(n.op == "call_function" for n in lowered.original_module.graph.nodes)
-        elif node.op == "call_function" and node.target is not operator.getitem:
-            name = getattr(node.target, "__name__", str(node.target))
-            if "executorch_call_delegate" not in name:
-                outside[name] += 1
-    total = inside + sum(outside.values())
-    pieces = sum(
-        n.op == "get_attr" and n.name.startswith("lowered_module_") for n in graph_module.graph.nodes
-    )
+    """Ops inside XNNPACK delegates and ops left outside (by name) of a lowered graph, from
+    ExecuTorch's own ``get_delegation_info`` (less the ``getitem`` reads of the delegates' outputs)."""
+    info = require("executorch.devtools.backend_debug", RUNTIME).get_delegation_info(graph_module)
+    outside = {
+        op: b.non_delegated
+        for op, b in info.delegation_by_operator.items()
+        if b.non_delegated and op != "getitem"
+    }
+    total = info.num_delegated_nodes + sum(outside.values())
     return {
-        "delegated_ops": inside,
-        "portable_ops": dict(outside),
-        "delegated_fraction": inside / total if total else 0.0,
-        "delegate_pieces": pieces,
+        "delegated_ops": info.num_delegated_nodes,
+        "portable_ops": outside,
+        "delegated_fraction": info.num_delegated_nodes / total if total else 0.0,
+        "delegate_pieces": info.num_delegated_subgraphs,
     }
 
 
@@ -115,7 +107,7 @@ def export_executorch(
     """
     path = check_request(model, path, ".pte", img_size, batch, "int8" if int8 else None)
     require("executorch.exir", RUNTIME)
-    data_ = calibration_data(data, img_size, calib_images, max_val) if int8 else None
+    data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
     fast, reference, outputs = export_core(model, patch_layout="nchw")
     swapped = shape_for_xnnpack(fast)
     example = torch.rand(batch, 3, *img_size)
@@ -140,11 +132,9 @@ def export_executorch(
         "modules_rewritten": swapped,
         **report,
     }
-    if data_ is not None:
-        result["int8"] = check_reduced(
-            run, reference, data_, path, "ExecuTorch int8", batch, model_classes, min_agreement
-        )
-    else:
-        result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+    reduced = "int8" if int8 else None
+    result |= verify(
+        run, reference, path, RUNTIME, img_size, batch, atol, reduced, data_, model_classes, min_agreement
+    )
     result["bytes"] = path.stat().st_size
     return result

@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .int8 import load_int8_data
 from .onnx import export_core
 from .runtime_checks import (
     calibrate,
-    calibration_data,
-    check_fp32,
-    check_reduced,
     check_request,
     require,
+    verify,
 )
 
 log = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ def export_litert(
     path = check_request(model, path, ".tflite", img_size, batch, "int8" if int8 else None)
     require("litert_torch", RUNTIME)
     require("ai_edge_litert.interpreter", RUNTIME)
-    data_ = calibration_data(data, img_size, calib_images, max_val) if int8 else None
+    data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
     fast, reference, outputs = export_core(model, patch_layout="nchw")
     example = torch.rand(batch, 3, *img_size)
     convert_litert(fast, example, data_.calib if data_ else None).export(str(path))
@@ -125,11 +124,9 @@ def export_litert(
         "batch": batch,
         "outputs": outputs,
     }
-    if data_ is not None:
-        result["int8"] = check_reduced(
-            run, reference, data_, path, "LiteRT int8", batch, model_classes, min_agreement
-        )
-    else:
-        result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+    reduced = "int8" if int8 else None
+    result |= verify(
+        run, reference, path, RUNTIME, img_size, batch, atol, reduced, data_, model_classes, min_agreement
+    )
     result["bytes"] = path.stat().st_size
     return result

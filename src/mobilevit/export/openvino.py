@@ -20,13 +20,12 @@ import torch
 from torch import nn
 
 from .batches import padded_batches
+from .int8 import load_int8_data
 from .onnx import ExportError, export_core
 from .runtime_checks import (
-    calibration_data,
-    check_fp32,
-    check_reduced,
     check_request,
     require,
+    verify,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def export_openvino(
     ov = _openvino()
     if int8:
         require("nncf", RUNTIME)
-    data_ = calibration_data(data, img_size, calib_images, max_val) if reduced else None
+    data_ = load_int8_data(data, img_size, calib_images, max_val) if reduced else None
     fast, reference, outputs = export_core(model)
     example = torch.rand(batch, 3, *img_size)
     ov_model = convert_openvino(fast, example, outputs, data_.calib if int8 else None, precision)
@@ -147,14 +146,11 @@ def export_openvino(
         "outputs": outputs,
     }
     try:
-        if reduced:
-            if precision == "bf16" and "bf16" not in used:
-                log.warning("OpenVINO: this CPU has no bf16; the model computes in %s here", used)
-            result[reduced] = check_reduced(
-                run, reference, data_, path, f"OpenVINO {reduced}", batch, model_classes, min_agreement
-            )
-        else:
-            result["checks"] = [check_fp32(run, reference, path, RUNTIME, img_size, batch, atol)]
+        if precision == "bf16" and "bf16" not in used:
+            log.warning("OpenVINO: this CPU has no bf16; the model computes in %s here", used)
+        result |= verify(
+            run, reference, path, RUNTIME, img_size, batch, atol, reduced, data_, model_classes, min_agreement
+        )
     finally:
         if not path.exists():  # a failed check removed the .xml: its weights go with it
             bin_path.unlink(missing_ok=True)

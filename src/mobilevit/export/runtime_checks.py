@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .batches import padded_batches
-from .int8 import Int8Data, accuracy_figures, load_int8_data
+from .int8 import Int8Data, accuracy_figures
 from .onnx import ExportError, _check_size
 
 # one batch of float32 NCHW images in, the model's outputs (in export_core's order) out
@@ -66,13 +66,6 @@ def check_request(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def calibration_data(
-    data: str | Path, img_size: tuple[int, int], calib_images: int, max_val: int | None = None
-) -> Int8Data:
-    """Calibration and validation images (:func:`~.int8.load_int8_data`), read before any export work."""
-    return load_int8_data(data, img_size, calib_images=calib_images, max_val=max_val)
 
 
 def calibrate(module: Callable[[torch.Tensor], Any], images: np.ndarray, batch: int) -> None:
@@ -155,3 +148,24 @@ def check_reduced(
             "less: calibrate on its own data (--int8-data) or lower --min-agreement."
         )
     return figures
+
+
+def verify(
+    run: Runner,
+    reference: nn.Module,
+    path: Path,
+    runtime: str,
+    img_size: tuple[int, int],
+    batch: int,
+    atol: float,
+    reduced: str | None = None,
+    data: Int8Data | None = None,
+    model_classes: list[str] | None = None,
+    min_agreement: float = 0.98,
+) -> dict[str, Any]:
+    """The check an export must pass: fp32 parity (``{"checks": [...]}``), or with ``reduced``
+    (``"int8"`` / ``"bf16"``) top-1 agreement on ``data`` (``{reduced: figures}``)."""
+    if reduced is None:
+        return {"checks": [check_fp32(run, reference, path, runtime, img_size, batch, atol)]}
+    what = f"{runtime} {reduced}"
+    return {reduced: check_reduced(run, reference, data, path, what, batch, model_classes, min_agreement)}
