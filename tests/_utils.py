@@ -10,11 +10,21 @@ from torch import nn
 
 from mobilevit.bench.peers import HF_CONFIGS  # transformers configs of the three variants (one copy)
 
-__all__ = ["FIXTURES", "FIXTURES_V2", "HF_CONFIGS", "REPO", "VARIANTS", "max_diff", "randomize"]
+__all__ = [
+    "FIXTURES",
+    "FIXTURES_V2",
+    "FIXTURES_V3",
+    "HF_CONFIGS",
+    "REPO",
+    "VARIANTS",
+    "max_diff",
+    "randomize",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MOBILEVIT_FIXTURES", REPO.parent / "shared" / "fixtures" / "cvnets"))
 FIXTURES_V2 = FIXTURES.parent / "cvnets_v2"  # the official MobileViT v2 code's outputs
+FIXTURES_V3 = FIXTURES.parent / "cvnets_v3"  # the MobileViTv3 reference code's outputs
 VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
 
 

@@ -59,6 +59,7 @@ STUDY_FLAGS = {
     "weight-decay": ["--epochs", "1"],
     "skip-connection": ["--epochs", "1", "--seeds", "2"],
     "patch-size": ["--epochs", "1", "--latency-iters", "2"],
+    "fusion": ["--epochs", "1", "--latency-iters", "2"],
     "ema-label-smoothing": ["--epochs", "2"],
 }
 

@@ -18,6 +18,7 @@ from torch import nn
 from .models import create_model
 from .models.mobilevit import CONFIGS
 from .models.mobilevitv2 import CONFIGS_V2
+from .models.mobilevitv3 import CONFIGS_V3, CONFIGS_V3_V2, V3_LICENSE
 from .weights.convert import (
     ConversionError,
     convert_with_task,
@@ -117,7 +118,8 @@ def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str:
     """The registered model whose parameter shapes match ``state_dict`` (ours layout)."""
     task = task_of(state_dict)
     v2 = any(k.endswith("attn.qkv_proj.weight") for k in state_dict)  # separable attention
-    family = CONFIGS_V2 if v2 else CONFIGS
+    # v3 keeps its frame's key names; the shapes tell it apart (its fusion / projection widths)
+    family = [*CONFIGS_V2, *CONFIGS_V3_V2] if v2 else [*CONFIGS, *CONFIGS_V3]
     if task == "segmentation":
         names = [f"deeplabv3_{n}" for n in family]
         num_classes = state_dict["classifier.weight"].shape[0]
@@ -163,12 +165,9 @@ def convert_file(
     num_classes = num_classes_of(converted)
     model = create_model(name, num_classes=num_classes)
     load_state_dict_checked(model, converted, source=str(src))  # proves it loads, strictly
-    meta = WeightsMeta(
-        arch=name,
-        task=task,
-        num_classes=num_classes,
-        channel_order=order,
-        extra={"converted_from": source, "source_file": Path(src).name},
-    )
+    extra = {"converted_from": source, "source_file": Path(src).name}
+    if "mobilevitv3_" in name:  # the released v3 weights are not under an open licence
+        extra["license"] = V3_LICENSE
+    meta = WeightsMeta(arch=name, task=task, num_classes=num_classes, channel_order=order, extra=extra)
     write_weights(converted, out, meta)
     return meta

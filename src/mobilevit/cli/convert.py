@@ -28,7 +28,8 @@ def add_parser(sub: Any) -> None:
         choices=["rgb", "bgr"],
         default=None,
         help="the channel order the source weights were trained on, overriding what this package "
-        "believes (v1: BGR; v2: RGB, see README's input convention); BGR stems are flipped to RGB",
+        "believes (v1 and v3 on v1: BGR; v2 and v3 on v2: RGB, see README's input convention); BGR "
+        "stems are flipped to RGB",
     )
     s.set_defaults(fn=run)
 
@@ -48,4 +49,6 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {meta.arch} ({meta.num_classes} classes) from {meta.extra['converted_from']}, "
         f"takes {meta.channel_order} input"
     )
+    if "license" in meta.extra:
+        print(f"licence: {meta.extra['license']}")
     return 0

@@ -22,6 +22,7 @@ from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
 from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
+from ..models.mobilevitv3 import CONFIGS_V3, CONFIGS_V3_V2
 from ..models.registry import register_builder, register_model
 
 
@@ -187,4 +188,33 @@ for _w in WIDTHS:
     )
 
 
-# --------------------------------------------------------------------------- SSDLite
+# --------------------------------------------------------------------------- MobileViT v3
+# the v3 backbones under the heads of the frame they are built on: v1's ASPP (256 channels) for
+# v3 on v1, v2's (512) for v3 on v2; counts at 21 classes are what these builds give
+_V3_PARAMS = {
+    "mobilevitv3_xxs": 1_956_309,
+    "mobilevitv3_xs": 3_269_669,
+    "mobilevitv3_s": 7_205_621,
+    "mobilevitv3_050": 6_301_710,
+    "mobilevitv3_075": 9_643_910,
+    "mobilevitv3_100": 13_556_222,
+}
+_V3_VOC = {  # PASCAL VOC mIoU (the v3 paper's README)
+    "mobilevitv3_xxs": 74.04,
+    "mobilevitv3_xs": 78.77,
+    "mobilevitv3_s": 79.59,
+    "mobilevitv3_050": 76.48,
+    "mobilevitv3_100": 80.04,
+}
+
+for _name, _build in (
+    *((n, partial(build_deeplabv3, c)) for n, c in CONFIGS_V3.items()),
+    *((n, partial(build_deeplabv3_v2, c)) for n, c in CONFIGS_V3_V2.items()),
+):
+    _voc = f", {_V3_VOC[_name]} mIoU on VOC (v3 paper)" if _name in _V3_VOC else ""
+    register_builder(
+        f"deeplabv3_{_name}",
+        _build,
+        _V3_PARAMS[_name],
+        f"DeepLabv3-{_name}: {_V3_PARAMS[_name]:,} parameters at 21 classes{_voc}.",
+    )

@@ -40,6 +40,7 @@ from ..models.config import MobileViTConfig
 from ..models.layers import ConvNormAct
 from ..models.mobilevit import MOBILEVIT_S, MOBILEVIT_XS, MOBILEVIT_XXS, build_mobilevit
 from ..models.mobilevitv2 import CONFIGS_V2, WIDTHS, MobileViTv2Config, build_mobilevitv2
+from ..models.mobilevitv3 import CONFIGS_V3, CONFIGS_V3_V2
 from ..models.registry import register_builder, register_model
 
 
@@ -414,4 +415,35 @@ for _w in WIDTHS:
         partial(build_ssdlite_v2, CONFIGS_V2[f"mobilevitv2_{_w}"]),
         _V2_PARAMS[_w],
         f"SSDLite-MobileViTv2 at width {WIDTHS[_w]}: {_V2_PARAMS[_w]:,} parameters at 81 classes.",
+    )
+
+
+# --------------------------------------------------------------------------- MobileViT v3
+# at 81 classes: what these builds give (v3 on v1 through v1's builder, v3 on v2 through v2's)
+_V3_PARAMS = {
+    "mobilevitv3_xxs": 1_533_450,
+    "mobilevitv3_xs": 2_666_938,
+    "mobilevitv3_s": 5_547_882,
+    "mobilevitv3_050": 2_094_787,
+    "mobilevitv3_075": 3_718_587,
+    "mobilevitv3_100": 5_846_451,
+}
+_V3_COCO = {  # COCO mAP (the v3 paper's README)
+    "mobilevitv3_xxs": 19.3,
+    "mobilevitv3_xs": 25.6,
+    "mobilevitv3_s": 27.3,
+    "mobilevitv3_050": 21.8,
+    "mobilevitv3_075": 25.0,
+    "mobilevitv3_100": 27.0,
+}
+
+for _name, _build in (
+    *((n, partial(build_ssdlite, c)) for n, c in CONFIGS_V3.items()),
+    *((n, partial(build_ssdlite_v2, c)) for n, c in CONFIGS_V3_V2.items()),
+):
+    register_builder(
+        f"ssdlite_{_name}",
+        _build,
+        _V3_PARAMS[_name],
+        f"SSDLite-{_name}: {_V3_PARAMS[_name]:,} parameters at 81 classes, {_V3_COCO[_name]} COCO mAP (v3 paper).",
     )

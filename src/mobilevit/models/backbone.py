@@ -157,6 +157,9 @@ class MobileViT(BackboneBase):
                         ffn_dropout=config.ffn_dropout,
                         skip_connection=config.skip_connection,
                         layer_norm_eps=config.layer_norm_eps,
+                        fusion=config.fusion,
+                        fusion_residual=config.fusion_residual,
+                        local_depthwise=config.local_depthwise,
                     )
                 )
             else:

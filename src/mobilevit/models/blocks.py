@@ -5,6 +5,11 @@ x N non-overlapping patches -> L pre-norm transformer layers that attend, for ea
 position, across all N patches -> fold back -> 1x1 projection to C -> concat with the block
 input (the skip connection) -> n x n fusion conv.
 
+MobileViT v3 (Wadekar & Chaurasia 2022, Section 3, Figure 1) changes the end of the block
+(``fusion="v3"``): a 1x1 fusion conv over the local branch's d-channel features concatenated with
+the global ones, then the block input added (``fusion_residual``), and a depthwise local conv
+(``local_depthwise``).
+
 The unfold / fold can move memory three ways with the same result (``set_patch_layout``): this
 file writes the reference way; the faster ones, which differ between eager PyTorch, onnxruntime
 and Core ML, are in :mod:`.patch_layouts`.
@@ -153,12 +158,19 @@ class MobileViTBlock(nn.Module):
         skip_connection: bool = True,
         layer_norm_eps: float = 1e-5,
         dilation: int = 1,
+        fusion: str = "v1",
+        fusion_residual: bool = False,
+        local_depthwise: bool = False,
     ) -> None:
         super().__init__()
+        if fusion not in ("v1", "v3"):
+            raise ValueError(f"fusion must be 'v1' or 'v3', got {fusion!r}")
         self.patch_size = tuple(patch_size)
         self.skip_connection = skip_connection
+        self.fusion, self.fusion_residual = fusion, fusion_residual
         ffn_dim = 2 * transformer_dim if ffn_dim is None else ffn_dim
-        self.conv_local = ConvNormAct(channels, channels, kernel_size, dilation=dilation)
+        groups = channels if local_depthwise else 1
+        self.conv_local = ConvNormAct(channels, channels, kernel_size, dilation=dilation, groups=groups)
         self.conv_in = nn.Conv2d(channels, transformer_dim, 1, bias=False)
         self.transformer = nn.Sequential(
             *[
@@ -170,16 +182,18 @@ class MobileViTBlock(nn.Module):
         )
         self.norm = nn.LayerNorm(transformer_dim, eps=layer_norm_eps)
         self.conv_proj = ConvNormAct(transformer_dim, channels, 1)
-        fusion_in = 2 * channels if skip_connection else channels
-        self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size)
+        # v1: n x n over [input (C), global (C)]; v3: 1 x 1 over [local (d), global (C)]
+        skip_channels = channels if fusion == "v1" else transformer_dim
+        fusion_in = skip_channels + channels if skip_connection else channels
+        self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size if fusion == "v1" else 1)
         # how unfold / fold move memory (set_patch_layout): "nhwc" by default (eager), "pixels" in
         # the ONNX graph, "nchw" (the reference, rank <= 4) for Core ML. Not a weight, not part of
         # the config: the outputs are the same.
         self.patch_layout = "nhwc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        y = self.conv_in(self.conv_local(x))  # [B, d, H, W]
+        local = self.conv_in(self.conv_local(x))  # [B, d, H, W]
+        y = local
         b, _, h, w = y.shape
         ph, pw = self.patch_size
         new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
@@ -194,7 +208,8 @@ class MobileViTBlock(nn.Module):
             y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout)  # [B, d, H, W]
         if resized:
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        y = self.conv_proj(y)
-        if self.skip_connection:
-            y = torch.cat((shortcut, y), dim=1)
-        return self.conv_fusion(y)
+        y = self.conv_proj(y)  # [B, C, H, W]
+        if self.skip_connection:  # v1: [input, global]; v3: [local, global]
+            y = torch.cat((x if self.fusion == "v1" else local, y), dim=1)
+        y = self.conv_fusion(y)
+        return y + x if self.fusion_residual else y

@@ -1,9 +1,11 @@
-"""Frozen dataclasses that declare a MobileViT network (Table 4 / Appendix A of the paper).
+"""Frozen dataclasses that declare a MobileViT network (Table 4 / Appendix A of the paper), and
+the v3 paper's block on the same frame (fusion, residual, depthwise local conv).
 
 A model is fully described by a :class:`MobileViTConfig`; the named variants live in
-``variants.py``. Every knob the paper's ablations turn (patch size per stage, local kernel n,
-transformer width / depth / heads / FFN ratio, dropout, the block's skip connection) is a field
-here, so an ablation is a config change rather than a code edit.
+``mobilevit.py`` (v1) and ``mobilevitv3.py`` (v3). Every knob the papers' ablations turn (patch
+size per stage, local kernel n, transformer width / depth / heads / FFN ratio, dropout, the
+block's skip connection and fusion) is a field here, so an ablation is a config change rather
+than a code edit.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class MobileViTConfig:
     ffn_dropout: float = 0.0  # dropout between the two FFN linears
     classifier_dropout: float = 0.1
     skip_connection: bool = True  # concat the block input before the fusion conv (Section 3.1)
+    # MobileViT v3 (Wadekar & Chaurasia 2022, Section 3): the fusion conv is 1x1 over the local
+    # branch's features (d channels) and the global ones ("v3") instead of n x n over the block input
+    # and the global ones ("v1"); the block input is added to its output (fusion_residual); the
+    # local n x n conv is depthwise (local_depthwise)
+    fusion: str = "v1"
+    fusion_residual: bool = False
+    local_depthwise: bool = False
     layer_norm_eps: float = 1e-5
     in_chans: int = 3
     num_classes: int = 1000
@@ -109,6 +118,8 @@ class MobileViTConfig:
             raise ValueError(f"conv_kernel_size must be a positive odd int, got {self.conv_kernel_size}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = no classifier), got {self.num_classes}")
+        if self.fusion not in ("v1", "v3"):
+            raise ValueError(f"fusion must be 'v1' or 'v3', got {self.fusion!r}")
         if self.in_chans < 1:
             raise ValueError(f"in_chans must be >= 1, got {self.in_chans}")
         for name in ("transformer_dropout", "attn_dropout", "ffn_dropout", "classifier_dropout"):

@@ -11,6 +11,10 @@ The block: resize an odd-sized map up to even (bilinear, ``align_corners=True``,
 activation). No skip connection and no fusion conv. The backbone contract is v1's
 (``forward_stages``, ``feature_info``, ``output_stride`` 16 / 8 by dilation), so the heads take
 it as they are.
+
+MobileViT v3 on this frame (``fusion="v3"``, Wadekar & Chaurasia 2022, Section 3): the 1x1
+projection takes the folded global features concatenated with the local branch's (2d -> C), and
+the block's (resized) input is added to its output.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class MobileViTv2Config:
     )
     norm_eps: float = 1e-5
     output_stride: int = 32  # 32 (classification), 16 or 8 (dense prediction: dilated L5 / L4-L5)
+    fusion: str = "v2"  # "v2": project the global features alone; "v3": [global, local] + residual
 
     def __post_init__(self) -> None:
         for name in ("depths", "patch_size"):
@@ -79,6 +84,8 @@ class MobileViTv2Config:
             raise ValueError(f"norm must be group_norm or batch_norm, got {self.norm!r}")
         if self.output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {self.output_stride}")
+        if self.fusion not in ("v2", "v3"):
+            raise ValueError(f"fusion must be 'v2' or 'v3', got {self.fusion!r}")
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError("num_classes must be >= 0 and in_chans >= 1")
 
@@ -185,7 +192,8 @@ def fold_patches_v2(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torc
 
 class MobileViTv2Block(nn.Module):
     """Resize to the patch grid -> local dw 3x3 + 1x1 -> unfold -> separable attention layers ->
-    norm -> fold -> 1x1 projection (BN, no activation)."""
+    norm -> fold -> 1x1 projection (BN, no activation); v3: the projection over [global, local],
+    plus the resized input."""
 
     def __init__(
         self, channels: int, dim: int, depth: int, config: MobileViTv2Config, dilation: int = 1
@@ -204,7 +212,8 @@ class MobileViTv2Block(nn.Module):
             )
         )
         self.norm = attn_norm(c.norm, dim, c.norm_eps)
-        self.conv_proj = ConvNormAct(dim, channels, 1, act=None)
+        self.v3 = c.fusion == "v3"
+        self.conv_proj = ConvNormAct(2 * dim if self.v3 else dim, channels, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.patch_size
@@ -212,11 +221,13 @@ class MobileViTv2Block(nn.Module):
         new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
         if (new_h, new_w) != (h, w):  # as the trained code does: up to the grid, and kept there
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)
-        y = self.conv_1x1(self.conv_kxk(x))  # [B, d, H, W]
-        tokens = unfold_patches_v2(y, ph, pw)  # [B, d, P, N]
+        local = self.conv_1x1(self.conv_kxk(x))  # [B, d, H, W]
+        tokens = unfold_patches_v2(local, ph, pw)  # [B, d, P, N]
         tokens = self.norm(self.transformer(tokens))
         y = fold_patches_v2(tokens, ph, pw, new_h // ph, new_w // pw)  # [B, d, H, W]
-        return self.conv_proj(y)
+        if not self.v3:
+            return self.conv_proj(y)
+        return self.conv_proj(torch.cat((y, local), dim=1)) + x  # [B, 2d, H, W] -> [B, C, H, W]
 
 
 class MobileViTv2(BackboneBase):
