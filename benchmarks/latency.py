@@ -1,7 +1,7 @@
 """Inference latency side by side: ours, timm and transformers, every path, in one run (issue 6).
 
-For each model (default mobilevit_xxs, _xs, _s and MobileViT v2 mobilevitv2_050, _100 at 256x256,
-2 threads) and batch size (1 and 32),
+For each model (default mobilevit_xxs, _xs, _s, MobileViT v2 mobilevitv2_050, _100 and MobileViT v3
+mobilevitv3_xxs, _050 at 256x256, 2 threads) and batch size (1 and 32),
 every inference path is built with random weights and timed in alternating rounds (order
 rotated each round, so machine noise hits all alike): ours eager / optimized
 (optimize_for_inference: BN folded, channels-last) / optimized_nchw (the same, contiguous) /
@@ -21,9 +21,9 @@ PT2E + torch.compile, both calibrated on the built-in digits and timed in the sa
 rounds) and ``int8_top1_agreement_s``: that path's int8 vs fp32 top-1 agreement on the 360 digits
 validation images of a MobileViT-S trained on the digits for ``--int8-train-epochs`` epochs here
 (random weights give near-constant logits, whose argmax no quantizer can keep; trained weights
-are what a user quantizes), at the recipe's 64 px. ``ratio_matched`` holds the v1-vs-v2 figures at
-matched size (``--matched``, default v2-0.5 vs XXS and v2-1.0 vs S): both models' paths timed in one
-set of alternating rounds, v2 time / v1 time per batch and path. The runtime rows (``--runtimes``:
+are what a user quantizes), at the recipe's 64 px. ``ratio_matched`` holds the figures at matched size
+(``--matched``, default v2-0.5 vs XXS, v2-1.0 vs S, v3-XXS vs XXS and v3-0.5 vs v2-0.5): both models'
+paths timed in one set of alternating rounds, second time / first time per batch and path. The runtime rows (``--runtimes``:
 ExecuTorch XNNPACK, LiteRT, OpenVINO for ours and timm's model) give ``ratio_executorch_fp32_vs_ort_b1``,
 ``ratio_executorch_vs_timm_executorch_b1``, ``ratio_xnnpack_int8_vs_ort_fp32_b1_s``,
 ``ratio_openvino_bf16_vs_ort_fp32_b32_s``, ``ratio_openvino_int8_vs_ort_fp32_b32_s`` and, from the
@@ -61,7 +61,7 @@ INT8_PATHS = ("onnxruntime_int8", "compiled_int8")
 
 
 def short(name: str) -> str:
-    return name.removeprefix("mobilevit_").replace("mobilevitv2_", "v2_")
+    return name.removeprefix("mobilevit_").replace("mobilevitv2_", "v2_").replace("mobilevitv3_", "v3_")
 
 
 def _fmt(v: float | None, fmt: str) -> str:
@@ -181,15 +181,28 @@ def main() -> None:
     p.add_argument(
         "--models",
         nargs="+",
-        default=["mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050", "mobilevitv2_100"],
+        default=[
+            "mobilevit_xxs",
+            "mobilevit_xs",
+            "mobilevit_s",
+            "mobilevitv2_050",
+            "mobilevitv2_100",
+            "mobilevitv3_xxs",
+            "mobilevitv3_050",
+        ],
     )
     p.add_argument(
         "--matched",
         nargs="*",
-        default=["mobilevit_xxs:mobilevitv2_050", "mobilevit_s:mobilevitv2_100"],
-        metavar="V1:V2",
-        help="pairs timed against each other in one set of alternating rounds (v1 vs v2 at matched size; "
-        "none: skip)",
+        default=[
+            "mobilevit_xxs:mobilevitv2_050",
+            "mobilevit_s:mobilevitv2_100",
+            "mobilevit_xxs:mobilevitv3_xxs",
+            "mobilevitv2_050:mobilevitv3_050",
+        ],
+        metavar="A:B",
+        help="pairs timed against each other in one set of alternating rounds (v1, v2 and v3 at matched "
+        "size; none: skip)",
     )
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--img-size", type=int, default=256)
@@ -516,12 +529,14 @@ def _doc_body(
         )
     if matched:
         parts.append(
-            "## MobileViT v1 against v2 at matched size\n\n"
+            "## MobileViT v1, v2 and v3 at matched size\n\n"
             "The v2 paper's claim is that separable self-attention (linear in the number of patches, no "
-            "batched matmul over tokens) makes v2 faster than v1 on devices. Here each pair's paths (ours "
-            "optimized and onnxruntime, timm's eager model) are built for both models and timed in one set "
-            f"of alternating rounds ({args.rounds} rounds; time per image); second / first < 1 means the v2 "
-            "model is faster.\n\n" + matched_table(matched, pairs)
+            "batched matmul over tokens) makes v2 faster than v1 on devices; the v3 paper's, that its "
+            "fusion (1x1 over local and global features, plus the input) costs little over v1 / v2 at "
+            "the same size. Here each pair's paths (ours optimized and onnxruntime, timm's eager model "
+            "where timm has the model) are built for both models and timed in one set of alternating "
+            f"rounds ({args.rounds} rounds; time per image); second / first < 1 means the second model "
+            "is faster.\n\n" + matched_table(matched, pairs)
         )
     parts.append(
         "## Build time (torch.compile, ONNX export + session, int8 calibration) and skipped paths\n\n"
