@@ -26,6 +26,7 @@ from .weights.convert import (
     num_classes_of,
     task_of,
 )
+from .weights.hub import fetch_repo, is_hub_name
 from .weights.loading import apply_checkpoint, load_state_dict_checked
 from .weights.serialization import CheckpointError, WeightsMeta, read_state_dict, write_weights
 
@@ -78,8 +79,12 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     :func:`class_names` gives the defaults), and
     ``model.pretrained_cfg`` carries the input convention (crop and resize for classifiers that
     trained here, ``eval_size`` for segmenters). ``model_name`` overrides the recorded
-    architecture (needed only for foreign files whose shapes fit several models).
+    architecture (needed only for foreign files whose shapes fit several models). ``path`` may
+    be an ``hf-hub:ORG/REPO`` name (:mod:`mobilevit.weights.hub`).
     """
+    if is_hub_name(path):
+        repo = fetch_repo(str(path))
+        path, model_name = repo.weights, model_name or repo.arch
     path = Path(path)
     sd, raw = read_state_dict(path)
     meta = WeightsMeta.from_metadata(raw, where=str(path)) or describe_foreign(sd, model_name, path)
@@ -150,8 +155,11 @@ def convert_file(
     """Convert a checkpoint file or folder to our safetensors format and verify it loads.
 
     ``trained_on`` overrides the channel order the source is believed to have been trained on.
-    Returns the metadata written next to the weights.
+    Returns the metadata written next to the weights. ``src`` may be an ``hf-hub:ORG/REPO`` name.
     """
+    if is_hub_name(src):
+        repo = fetch_repo(str(src))
+        src, model_name = repo.weights, model_name or repo.arch
     sd, _ = read_state_dict(src)
     detected = detect_source(sd)
     if source is None:

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import MobileViTError
-from . import ablate, bench, convert, evaluate, export, models, predict, train, weights
+from . import ablate, bench, convert, evaluate, export, hub, models, predict, train, weights
 
-COMMANDS = (models, weights, bench, convert, export, train, evaluate, predict, ablate)
+COMMANDS = (models, weights, bench, convert, export, hub, train, evaluate, predict, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

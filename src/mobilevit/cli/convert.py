@@ -7,9 +7,23 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    s = sub.add_parser("convert", help="convert timm / transformers / ml-cvnets weights to safetensors")
+    s = sub.add_parser(
+        "convert",
+        help="convert timm / transformers / ml-cvnets weights to ours (safetensors), or ours back to them (--to)",
+    )
     s.add_argument("src", help="checkpoint file, or a transformers save_pretrained folder")
-    s.add_argument("out", help="output .safetensors path")
+    s.add_argument(
+        "out",
+        help="output: .safetensors (ours, or --to timm), a folder (--to transformers), .pt (--to cvnets)",
+    )
+    s.add_argument(
+        "--to",
+        dest="target",
+        choices=["timm", "transformers", "cvnets"],
+        default=None,
+        help="write the weights in this peer's layout instead of ours (checked to convert back exactly, "
+        "and against the peer's own model where it is installed)",
+    )
     s.add_argument(
         "--from",
         dest="source",
@@ -35,6 +49,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.target:
+        return _run_to(args)
     from ..loading import convert_file
 
     meta = convert_file(
@@ -51,4 +67,35 @@ def run(args: argparse.Namespace) -> int:
     )
     if "license" in meta.extra:
         print(f"licence: {meta.extra['license']}")
+    return 0
+
+
+def _run_to(args: argparse.Namespace) -> int:
+    from ..to_peers import convert_to
+
+    given = [
+        f
+        for f, v in (
+            ("--from", args.source),
+            ("--keep-bgr", args.keep_bgr),
+            ("--trained-on", args.trained_on),
+        )
+        if v
+    ]
+    if given:
+        raise SystemExit(
+            f"mobilevit convert: error: {', '.join(given)} are for converting into this package, not with --to"
+        )
+    report = convert_to(args.src, args.out, args.target, model_name=args.model)
+    check = (
+        f"checked in {args.target} itself: its model gives our outputs (max abs diff {report['peer_max_abs_diff']:.1e})"
+        if report["peer_max_abs_diff"] is not None
+        else f"checked by converting back, exactly ({args.target} itself is not importable here)"
+    )
+    print(
+        f"wrote {report['out']}: {report['arch']} ({report['num_classes']} classes) in {args.target}'s layout, "
+        f"takes {report['channel_order']} input; {check}"
+    )
+    if report["license"]:
+        print(f"licence: {report['license']}")
     return 0

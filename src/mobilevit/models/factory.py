@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..weights.hub import fetch_repo, is_hub_name
 from ..weights.loading import load_backbone_weights, load_pretrained
 from .registry import list_models, model_entrypoint
 
@@ -24,7 +25,10 @@ def create_model(
     """Build a registered model, optionally with weights.
 
     Args:
-        name: a name from :func:`list_models`, e.g. ``"mobilevit_s"``.
+        name: a name from :func:`list_models`, e.g. ``"mobilevit_s"``, or ``"hf-hub:ORG/REPO"``
+            (``@REVISION`` optional): the architecture its config names, with its weights (a repo
+            in this package's, timm's or transformers' layout; huggingface_hub's cache and
+            ``HF_HUB_OFFLINE`` apply).
         num_classes: classifier size (default: the variant's, 1000 for ImageNet).
         pretrained: a weight tag from ``mobilevit.weights.list_weights()`` (found in the local
             cache, or downloaded from where it is published), or a path to a checkpoint in our
@@ -36,6 +40,17 @@ def create_model(
             for detection and segmentation models also ``backbone_weights`` (a classifier's
             checkpoint or tag, loaded into the backbone) and the head's own settings.
     """
+    repo = None
+    if is_hub_name(name):
+        if pretrained is not None:
+            raise ValueError(f"{name} brings its own weights; pretrained= cannot be given with it")
+        repo = fetch_repo(name)
+        if not repo.arch:
+            raise ValueError(f"{name}: its config names no MobileViT architecture this package has")
+        overrides = {**repo.config.get("model_overrides", {}), **overrides}
+        if num_classes is None:
+            num_classes = repo.num_classes
+        name, pretrained = repo.arch, name
     build = model_entrypoint(name)
     kwargs = dict(overrides)
     backbone_weights = kwargs.pop("backbone_weights", None)
@@ -47,5 +62,8 @@ def create_model(
             raise ValueError(f"{name} has no backbone to load backbone_weights into; use pretrained=")
         load_backbone_weights(model.mobilevit_backbone(), backbone_weights)
     if pretrained is not None:
-        load_pretrained(model, pretrained, reset_classifier=reset_classifier)
+        cfg = load_pretrained(model, pretrained, reset_classifier=reset_classifier)
+        if repo is not None and repo.layout == "mobilevit":  # the repo's preprocessing (config.json)
+            pre = repo.config.get("preprocessing") or {}
+            cfg.update({k: pre[k] for k in ("crop_size", "resize_size", "interpolation") if k in pre})
     return model

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .convert import convert_state_dict, detect_source
+from .hub import fetch_repo, is_hub_name
 from .serialization import read_state_dict
 from .specs import WEIGHTS, WeightSpec, list_weights, resolve_weights
 
@@ -84,10 +85,15 @@ def _model_name(model: nn.Module) -> str:
 def load_pretrained(
     model: nn.Module, pretrained: str | Path, reset_classifier: bool = False
 ) -> dict[str, Any]:
-    """Load a weight tag or a checkpoint path (ours or a foreign format) into ``model``.
+    """Load a weight tag, an ``hf-hub:ORG/REPO`` name or a checkpoint path (ours or a foreign
+    format) into ``model``.
 
     Sets and returns ``model.pretrained_cfg``: the input convention the loaded model expects.
     """
+    if is_hub_name(pretrained):
+        repo = fetch_repo(str(pretrained))
+        sd, meta = read_state_dict(repo.weights)
+        return apply_checkpoint(model, sd, meta, pretrained, None, reset_classifier)
     spec = WEIGHTS.get(str(pretrained))
     path = resolve_weights(spec.tag) if spec else Path(pretrained)
     if spec is None and not path.exists():

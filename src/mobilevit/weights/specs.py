@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +214,23 @@ def _specs() -> dict[str, WeightSpec]:
 WEIGHTS: dict[str, WeightSpec] = _specs()
 
 
+_HUB_URL = re.compile(r"https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/resolve/main/(?P<file>.+)")
+
+
+def _hub_file(tag: str, repo: str, filename: str, fallback: Path, download: bool) -> Path:
+    import huggingface_hub as hh
+    from huggingface_hub import errors as hh_errors
+
+    try:
+        return Path(hh.hf_hub_download(repo, filename, local_files_only=not download))
+    except hh_errors.LocalEntryNotFoundError as e:
+        raise FileNotFoundError(
+            f"weights {tag!r} ({repo}/{filename}) are not in the Hugging Face cache "
+            f"({hh.constants.HF_HUB_CACHE}) and downloads are off (MOBILEVIT_OFFLINE / HF_HUB_OFFLINE); "
+            f"fetch them once online, save the file as {fallback}, or pass a file path"
+        ) from e
+
+
 def list_weights(arch: str | None = None) -> list[str]:
     return sorted(t for t, s in WEIGHTS.items() if arch is None or s.arch == arch)
 
@@ -222,10 +240,13 @@ def cache_dir() -> Path:
 
 
 def resolve_weights(tag: str, download: bool | None = None) -> Path:
-    """Local path of a released checkpoint, downloading it into :func:`cache_dir` if allowed.
+    """Local path of a released checkpoint, downloading it if allowed.
 
-    Downloads are off when ``MOBILEVIT_OFFLINE=1`` (the test suite sets it); then a missing file
-    is an error that says where to put it.
+    Hub-hosted files go through huggingface_hub (its cache, the one timm and transformers users
+    already have; ``HF_HUB_OFFLINE`` applies); the others (Apple's) into :func:`cache_dir`,
+    checked against the spec's sha256 where it records one. A file already in :func:`cache_dir`
+    is used as it is. Downloads are off when ``MOBILEVIT_OFFLINE=1`` (the test suite sets it);
+    then a missing file is an error that says where to put it.
     """
     spec = WEIGHTS[tag]
     path = cache_dir() / spec.filename
@@ -233,6 +254,9 @@ def resolve_weights(tag: str, download: bool | None = None) -> Path:
         return path
     if download is None:
         download = os.environ.get("MOBILEVIT_OFFLINE", "0") in ("", "0")
+    hub = _HUB_URL.fullmatch(spec.url)
+    if hub:
+        return _hub_file(tag, hub["repo"], hub["file"], path, download)
     if not download:
         raise FileNotFoundError(
             f"weights {tag!r} are not in the local cache ({path}) and downloads are off "

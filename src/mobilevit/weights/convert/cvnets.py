@@ -1,4 +1,4 @@
-"""Apple ml-cvnets v0.1 checkpoints -> this package's key layout.
+"""Apple ml-cvnets checkpoints (v0.1: v1; v0.2: v2; and MobileViTv3's) <-> this package's key layout.
 
 Layout (the official checkpoints' key names): ``conv_1`` stem, ``layer_{1..5}`` stages with
 ``block.{exp_1x1,conv_3x3,red_1x1}`` MV2 blocks, MobileViT blocks with ``local_rep``,
@@ -8,6 +8,8 @@ backbone with ``encoder.``. The weights were trained on BGR images.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -221,3 +223,118 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     # detection: the backbone sits inside the feature pyramid, as backbone.body
     body = {"backbone.body." + k.removeprefix("backbone."): v for k, v in body.items()}
     return {**body, **DET_HEAD_RULES.apply(head)}, task
+
+
+# ------------------------------------------------------------------ ours -> cvnets
+_MV2_OUT = {ours: theirs for theirs, ours in _MV2.items()}
+_FFN_OUT = {"norm2": "0", "mlp.fc1": "1", "mlp.fc2": "4"}
+_FFN_V2_OUT = {"norm2": "0", "mlp.fc1": "1.block.conv", "mlp.fc2": "3.block.conv"}
+
+
+def _depths(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Transformer layers per MobileViT stage (the final norm's index in ``global_rep``)."""
+    depths: dict[str, int] = {}
+    for k in state_dict:
+        m = re.match(r"(?:backbone\.)?stages\.(\d)\.1\.transformer\.(\d+)\.", k)
+        if m:
+            depths[m[1]] = max(depths.get(m[1], 0), int(m[2]) + 1)
+    return depths
+
+
+def _out_rules(depths: dict[str, int], v2: bool) -> RuleSet:
+    """Our keys (a classifier, or a segmenter's ``backbone.``) -> cvnets' (``encoder.`` for the latter)."""
+    pre = r"(?P<b>(backbone\.)?)"
+    conv = r"(?P<m>conv|norm)\.(?P<t>\w+)"
+
+    def lay(m: re.Match[str]) -> str:
+        return f"{'encoder.' if m['b'] else ''}layer_{int(m['i']) + 1}"
+
+    blk = pre + r"stages\.(?P<i>\d)\.1\."
+    common = (
+        (pre + r"stem\." + conv, lambda m: f"{'encoder.' if m['b'] else ''}conv_1.block.{m['m']}.{m['t']}"),
+        (
+            pre + r"stages\.(?P<i>\d)\.(?P<j>\d+)\.(?P<c>expand|dw|project)\." + conv,
+            lambda m: f"{lay(m)}.{m['j']}.block.{_MV2_OUT[m['c']]}.block.{m['m']}.{m['t']}",
+        ),
+        (blk + r"norm\.(?P<t>weight|bias)", lambda m: f"{lay(m)}.1.global_rep.{depths[m['i']]}.{m['t']}"),
+        (blk + r"conv_proj\." + conv, lambda m: f"{lay(m)}.1.conv_proj.block.{m['m']}.{m['t']}"),
+    )
+    if v2:
+        block = (
+            (blk + r"conv_kxk\." + conv, lambda m: f"{lay(m)}.1.local_rep.0.block.{m['m']}.{m['t']}"),
+            (blk + r"conv_1x1\.weight", lambda m: f"{lay(m)}.1.local_rep.1.block.conv.weight"),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.norm1\.(?P<t>weight|bias)",
+                lambda m: f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_attn.0.{m['t']}",
+            ),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.attn\.(?P<w>qkv_proj|out_proj)\.(?P<t>weight|bias)",
+                lambda m: f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_attn.1.{m['w']}.block.conv.{m['t']}",
+            ),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.(?P<w>norm2|mlp\.fc1|mlp\.fc2)\.(?P<t>weight|bias)",
+                lambda m: f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_ffn.{_FFN_V2_OUT[m['w']]}.{m['t']}",
+            ),
+            (r"head\.fc\.(?P<t>weight|bias)", r"classifier.1.\g<t>"),
+        )
+    else:
+        block = (
+            (
+                blk + r"conv_local\." + conv,
+                lambda m: f"{lay(m)}.1.local_rep.conv_3x3.block.{m['m']}.{m['t']}",
+            ),
+            (blk + r"conv_in\.weight", lambda m: f"{lay(m)}.1.local_rep.conv_1x1.block.conv.weight"),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.norm1\.(?P<t>weight|bias)",
+                lambda m: f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_mha.0.{m['t']}",
+            ),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.attn\.(?P<w>qkv|proj)\.(?P<t>weight|bias)",
+                lambda m: (
+                    f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_mha.1."
+                    f"{'qkv_proj' if m['w'] == 'qkv' else 'out_proj'}.{m['t']}"
+                ),
+            ),
+            (
+                blk + r"transformer\.(?P<j>\d+)\.(?P<w>norm2|mlp\.fc1|mlp\.fc2)\.(?P<t>weight|bias)",
+                lambda m: f"{lay(m)}.1.global_rep.{m['j']}.pre_norm_ffn.{_FFN_OUT[m['w']]}.{m['t']}",
+            ),
+            (blk + r"conv_fusion\." + conv, lambda m: f"{lay(m)}.1.fusion.block.{m['m']}.{m['t']}"),
+            (r"conv_exp\." + conv, r"conv_1x1_exp.block.\g<m>.\g<t>"),
+            (r"head\.fc\.(?P<t>weight|bias)", r"classifier.fc.\g<t>"),
+        )
+    return RuleSet("mobilevit -> cvnets", (*common, *block))
+
+
+def seg_head_out(v2: bool) -> RuleSet:
+    """Our DeepLabv3 head -> cvnets' ``seg_head`` (its v0.1 classifier key for v1, v0.2's for v2)."""
+    classifier = "seg_head.classifier.block.conv" if v2 else "seg_head.classifier.classifier.block.conv"
+    return RuleSet(
+        "mobilevit -> cvnets",
+        (
+            (
+                r"aspp\.convs\.4\.conv\.(?P<m>conv|norm)\.(?P<t>\w+)",
+                r"seg_head.aspp.aspp_layer.convs.4.aspp_pool.conv_1x1.block.\g<m>.\g<t>",
+            ),
+            (
+                r"aspp\.convs\.(?P<i>[0-3])\.(?P<m>conv|norm)\.(?P<t>\w+)",
+                r"seg_head.aspp.aspp_layer.convs.\g<i>.block.\g<m>.\g<t>",
+            ),
+            (
+                r"aspp\.project\.(?P<m>conv|norm)\.(?P<t>\w+)",
+                r"seg_head.aspp.aspp_layer.project.block.\g<m>.\g<t>",
+            ),
+            (r"classifier\.(?P<t>weight|bias)", classifier + r".\g<t>"),
+        ),
+    )
+
+
+def from_ours(state_dict: dict[str, torch.Tensor], v2: bool, task: str) -> dict[str, torch.Tensor]:
+    """Our classifier or DeepLabv3 state dict -> an ml-cvnets checkpoint's (v2: the v0.2 layout)."""
+    rules = _out_rules(_depths(state_dict), v2)
+    if task == "classification":
+        return rules.apply(state_dict)
+    head_keys = ("aspp.", "classifier.")
+    head = {k: v for k, v in state_dict.items() if k.startswith(head_keys)}
+    body = rules.apply({k: v for k, v in state_dict.items() if not k.startswith(head_keys)})
+    return {**body, **seg_head_out(v2).apply(head)}

@@ -1,4 +1,4 @@
-"""Hugging Face transformers ``MobileViT*`` checkpoints -> this package's key layout.
+"""Hugging Face transformers ``MobileViT*`` checkpoints <-> this package's key layout.
 
 transformers splits the fused qkv projection into ``query / key / value`` linears; they are
 concatenated back in that order (rows [0:d] q, [d:2d] k, [2d:3d] v), which is the layout of
@@ -9,12 +9,30 @@ model, so these weights expect BGR input.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
 from .common import ConversionError, RuleSet
 
 CHANNEL_ORDER = "BGR"
+
+# transformers' MobileViTConfig for each v1 variant (its defaults are mobilevit_s')
+HF_CONFIGS: dict[str, dict[str, Any]] = {
+    "mobilevit_xxs": dict(
+        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
+    ),
+    "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
+    "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
+}
+
+
+def hf_v2_width(model_name: str) -> float | None:
+    """transformers' ``MobileViTV2Config(width_multiplier=...)`` for ``mobilevitv2_<width x 100>``
+    names (``mobilevitv2_075`` -> 0.75), else None."""
+    m = re.fullmatch(r"mobilevitv2_(\d{3})", model_name)
+    return int(m[1]) / 100 if m else None
+
 
 _MV2 = {"expand_1x1": "expand", "conv_3x3": "dw", "reduce_1x1": "project"}
 _CONV = {"convolution": "conv", "normalization": "norm"}
@@ -139,7 +157,19 @@ def _rules_v2(pre: str) -> RuleSet:
 
 CLASSIFIER_RULES_V2 = _rules_v2("")
 BACKBONE_RULES_V2 = _rules_v2("backbone.")
-BACKBONE_RULES_V2 = _rules_v2("backbone.")
+
+
+def arch_from_config(config: dict[str, Any]) -> str | None:
+    """Our architecture for a transformers ``config.json`` (None if it is not a released variant)."""
+    seg = any("SemanticSegmentation" in a for a in config.get("architectures") or [])
+    if config.get("model_type") == "mobilevit":
+        sizes = list(config.get("hidden_sizes", [144, 192, 240]))  # transformers' default is S
+        arch = next((n for n, c in HF_CONFIGS.items() if c["hidden_sizes"] == sizes), None)
+    elif config.get("model_type") == "mobilevitv2":
+        arch = f"mobilevitv2_{round(100 * float(config.get('width_multiplier', 1.0))):03d}"
+    else:
+        return None
+    return f"deeplabv3_{arch}" if seg and arch else arch
 
 
 def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
@@ -214,3 +244,110 @@ def convert(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
     head = {k: v for k, v in state_dict.items() if k.startswith("segmentation_head.")}
     body = {k: v for k, v in state_dict.items() if not k.startswith("segmentation_head.")}
     return {**merge_qkv(body_rules.apply(body)), **SEG_HEAD_RULES.apply(head)}, task
+
+
+# ------------------------------------------------------------------ ours -> transformers
+_MV2_OUT = {ours: theirs for theirs, ours in _MV2.items()}
+_CONV_OUT = {ours: theirs for theirs, ours in _CONV.items()}
+_BLOCK_OUT = {ours: theirs for theirs, ours in _BLOCK.items()}
+_TL_OUT = {ours: theirs for theirs, ours in _TL.items()}
+_TL_V2_OUT = {ours: theirs for theirs, ours in _TL_V2.items()}
+_OURS = r"(?P<b>(backbone\.)?)"
+
+
+def _mv2_out(m: re.Match[str], model: str) -> str:
+    """MV2 stages (L1, L2) keep ``layer.{j}``; a MobileViT stage's MV2 is its ``downsampling_layer``."""
+    where = f"layer.{m['j']}" if int(m["i"]) < 2 else "downsampling_layer"
+    return f"{model}.encoder.layer.{m['i']}.{where}.{_MV2_OUT[m['c']]}.{_CONV_OUT[m['m']]}.{m['t']}"
+
+
+def _out_rules(model: str, v2: bool) -> RuleSet:
+    """Our keys (classifier, or a segmenter's ``backbone.``) -> transformers' (``model.`` prefix)."""
+    layer = rf"{_OURS}stages\.(?P<i>\d)\.1\."
+    conv = r"(?P<m>conv|norm)\.(?P<t>\w+)"
+    enc = f"{model}.encoder.layer."
+    common = (
+        (_OURS + r"stem\." + conv, lambda m: f"{model}.conv_stem.{_CONV_OUT[m['m']]}.{m['t']}"),
+        (
+            _OURS + r"stages\.(?P<i>\d)\.(?P<j>\d+)\.(?P<c>expand|dw|project)\." + conv,
+            lambda m: _mv2_out(m, model),
+        ),
+        (layer + r"norm\.(?P<t>weight|bias)", lambda m: f"{enc}{m['i']}.layernorm.{m['t']}"),
+        (r"head\.fc\.(?P<t>weight|bias)", r"classifier.\g<t>"),
+    )
+    tl = _TL_V2_OUT if v2 else _TL_OUT
+    block = (
+        (
+            layer + r"(?P<c>conv_kxk|conv_proj)\." + conv,
+            lambda m: (
+                f"{enc}{m['i']}.{'conv_kxk' if m['c'] == 'conv_kxk' else 'conv_projection'}."
+                f"{_CONV_OUT[m['m']]}.{m['t']}"
+            ),
+        ),
+        (layer + r"conv_1x1\.weight", lambda m: f"{enc}{m['i']}.conv_1x1.convolution.weight"),
+    )
+    if not v2:
+        block = (
+            (
+                layer + r"(?P<c>conv_local|conv_proj|conv_fusion)\." + conv,
+                lambda m: f"{enc}{m['i']}.{_BLOCK_OUT[m['c']]}.{_CONV_OUT[m['m']]}.{m['t']}",
+            ),
+            (layer + r"conv_in\.weight", lambda m: f"{enc}{m['i']}.conv_1x1.convolution.weight"),
+            (
+                r"conv_exp\." + conv,
+                lambda m: f"{model}.conv_1x1_exp.{_CONV_OUT[m['m']]}.{m['t']}",
+            ),
+        )
+    transformer = (
+        layer
+        + r"transformer\.(?P<j>\d+)\.(?P<w>"
+        + "|".join(re.escape(k) for k in tl)
+        + r")\.(?P<t>weight|bias)",
+        lambda m: f"{enc}{m['i']}.transformer.layer.{m['j']}.{tl[m['w']]}.{m['t']}",
+    )
+    return RuleSet("mobilevit -> transformers", (*common, *block, transformer))
+
+
+SEG_HEAD_OUT = RuleSet(
+    "mobilevit -> transformers",
+    (
+        (
+            r"aspp\.convs\.4\.conv\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: f"segmentation_head.aspp.convs.4.conv_1x1.{_CONV_OUT[m['m']]}.{m['t']}",
+        ),
+        (
+            r"aspp\.convs\.(?P<i>[0-3])\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: f"segmentation_head.aspp.convs.{m['i']}.{_CONV_OUT[m['m']]}.{m['t']}",
+        ),
+        (
+            r"aspp\.project\.(?P<m>conv|norm)\.(?P<t>\w+)",
+            lambda m: f"segmentation_head.aspp.project.{_CONV_OUT[m['m']]}.{m['t']}",
+        ),
+        (r"classifier\.(?P<t>weight|bias)", r"segmentation_head.classifier.convolution.\g<t>"),
+    ),
+)
+
+
+def split_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`merge_qkv`: ``attn.qkv`` rows [0:d] / [d:2d] / [2d:3d] -> ``attn.q / k / v``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"(?P<base>.*\.attn)\.qkv\.(?P<t>weight|bias)", key)
+        if not m:
+            out[key] = value
+            continue
+        for x, part in zip("qkv", value.chunk(3, dim=0), strict=True):
+            out[f"{m['base']}.{x}.{m['t']}"] = part.contiguous()
+    return out
+
+
+def from_ours(state_dict: dict[str, torch.Tensor], v2: bool, task: str) -> dict[str, torch.Tensor]:
+    """Our classifier or DeepLabv3 state dict -> ``MobileViT(V2)For{ImageClassification,SemanticSegmentation}``'s."""
+    model = "mobilevitv2" if v2 else "mobilevit"
+    if task == "classification":
+        return _out_rules(model, v2).apply(state_dict if v2 else split_qkv(state_dict))
+    head_keys = ("aspp.", "classifier.")
+    head = {k: v for k, v in state_dict.items() if k.startswith(head_keys)}
+    body = {k: v for k, v in state_dict.items() if not k.startswith(head_keys)}
+    body = _out_rules(model, v2).apply(body if v2 else split_qkv(body))
+    return {**body, **SEG_HEAD_OUT.apply(head)}
