@@ -3,7 +3,7 @@
 their config and model card; ``push-to-hub`` with the Hub's HTTP answered by a local stand-in."""
 
 import base64
-import importlib
+import importlib.util
 import json
 import shutil
 
@@ -93,6 +93,16 @@ def test_save_pretrained_folder_round_trips_through_an_hf_hub_name(tmp_path, hub
         loaded, meta = load_model("hf-hub:me/digits-xxs")
         assert meta.classes[3] == "3" and loaded.pretrained_cfg["crop_size"] == 64
     assert main(["convert", "hf-hub:me/digits-xxs", str(tmp_path / "t.safetensors"), "--to", "timm"]) == 0
+
+    # the other commands that read weights take the name too
+    from PIL import Image
+
+    Image.new("RGB", (80, 70), (200, 40, 90)).save(tmp_path / "img.png")
+    assert main(["predict", str(tmp_path / "img.png"), "--weights", "hf-hub:me/digits-xxs", "--json"]) == 0
+    onnx = tmp_path / "m.onnx"
+    if importlib.util.find_spec("onnxruntime"):
+        assert main(["export", "hf-hub:me/digits-xxs", "--format", "onnx", "--out", str(onnx)]) == 0
+        assert onnx.is_file()
 
 
 def test_timm_and_transformers_repos_are_read_by_their_layout(tmp_path, hub_cache):

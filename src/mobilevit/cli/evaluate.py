@@ -24,10 +24,15 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import evaluate_weights
+    from ..weights.hub import is_hub_name
 
     overrides = list(args.overrides)
     if not any(o.startswith("run.out_dir=") for o in overrides):
-        overrides.append(f"run.out_dir={args.out_dir or Path(args.weights).parent / 'eval'}")
+        if is_hub_name(args.weights):  # no folder of its own: runs/eval/ORG--REPO
+            default = Path("runs") / "eval" / args.weights.removeprefix("hf-hub:").replace("/", "--")
+        else:
+            default = Path(args.weights).parent / "eval"
+        overrides.append(f"run.out_dir={args.out_dir or default}")
     result = evaluate_weights(args.weights, args.config, overrides, model_name=args.model)
     if "summary" in result:  # pycocotools' own table
         print(result.pop("summary"), file=sys.stderr)
