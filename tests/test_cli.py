@@ -31,6 +31,7 @@ def test_every_command_has_its_module():
         "bench",
         "convert",
         "export",
+        "push-to-hub",
         "train",
         "eval",
         "predict",
