@@ -152,7 +152,10 @@ def test_hub_bad_input_is_a_clear_error(tmp_path, hub_cache, capsys):
 def test_a_card_field_that_would_be_empty_stops_before_writing(tmp_path, capsys):
     model = create_model("mobilevit_xxs", num_classes=3)
     bare = tmp_path / "bare.safetensors"
-    write_weights(model.state_dict(), bare, WeightsMeta(arch="mobilevit_xxs", num_classes=3))
+    # a BGR-stemmed file (converted with --keep-bgr): the repo must say BGR, not the usual RGB
+    write_weights(
+        model.state_dict(), bare, WeightsMeta(arch="mobilevit_xxs", num_classes=3, channel_order="BGR")
+    )
     folder = tmp_path / "repo"
     assert main(["push-to-hub", str(bare), "me/x", "--folder", str(folder)]) == 2
     err = capsys.readouterr().err
@@ -161,6 +164,8 @@ def test_a_card_field_that_would_be_empty_stops_before_writing(tmp_path, capsys)
     args = ["--license", "mit", "--dataset", "my photos", "--metric", "top1=0.5", "--no-latency"]
     assert main(["push-to-hub", str(bare), "me/x", "--folder", str(folder), *args]) == 0
     assert "the uploader (not measured by this package)" in (folder / "README.md").read_text()
+    assert json.loads((folder / "config.json").read_text())["channel_order"] == "BGR"
+    assert "| input | BGR in [0, 1]" in (folder / "README.md").read_text()
     assert main(["push-to-hub", str(bare), "me/x", "--folder", str(folder), *args]) == 2  # not over a folder
     assert "exists and is not empty" in capsys.readouterr().err
 

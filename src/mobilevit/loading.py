@@ -72,6 +72,15 @@ def describe_foreign(state_dict: dict, model_name: str | None, path: Path) -> We
     )
 
 
+def _local(path: str | Path, model_name: str | None) -> tuple[Path, str | None]:
+    """A local weights path for ``path`` (an ``hf-hub:`` name is fetched), and the architecture
+    its repo names when ``model_name`` gives none."""
+    if is_hub_name(path):
+        repo = fetch_repo(str(path))
+        return repo.weights, model_name or repo.arch
+    return Path(path), model_name
+
+
 def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Module, WeightsMeta]:
     """The eval-mode model stored in ``path`` and what the file says about it.
 
@@ -82,10 +91,7 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     architecture (needed only for foreign files whose shapes fit several models). ``path`` may
     be an ``hf-hub:ORG/REPO`` name (:mod:`mobilevit.weights.hub`).
     """
-    if is_hub_name(path):
-        repo = fetch_repo(str(path))
-        path, model_name = repo.weights, model_name or repo.arch
-    path = Path(path)
+    path, model_name = _local(path, model_name)
     sd, raw = read_state_dict(path)
     meta = WeightsMeta.from_metadata(raw, where=str(path)) or describe_foreign(sd, model_name, path)
     if model_name:
@@ -157,9 +163,7 @@ def convert_file(
     ``trained_on`` overrides the channel order the source is believed to have been trained on.
     Returns the metadata written next to the weights. ``src`` may be an ``hf-hub:ORG/REPO`` name.
     """
-    if is_hub_name(src):
-        repo = fetch_repo(str(src))
-        src, model_name = repo.weights, model_name or repo.arch
+    src, model_name = _local(src, model_name)
     sd, _ = read_state_dict(src)
     detected = detect_source(sd)
     if source is None:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 import yaml
 
 from .bench.summary import count_flops, count_params
+from .bench.timing import measure_latency
 from .errors import MobileViTError
 from .export.optimize import optimize_for_inference
 from .loading import class_names, load_model
@@ -72,18 +72,10 @@ def _dataset(meta: WeightsMeta, run: dict[str, Any], dataset: str | None) -> str
     return None
 
 
-def _latency_ms(model: torch.nn.Module, size: int, iters: int = 10) -> float:
-    fast = optimize_for_inference(model)
-    x = torch.rand(1, 3, size, size)
-    with torch.no_grad():
-        for _ in range(2):
-            fast(x)
-        times = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            fast(x)
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1e3
+def _latency_ms(model: torch.nn.Module, size: int) -> float:
+    """Batch-1 median of the optimized eager path, as ``mobilevit bench`` measures it."""
+    with torch.inference_mode():
+        return measure_latency(optimize_for_inference(model), (size, size), iters=10).p50_ms
 
 
 def model_config(model: torch.nn.Module, meta: WeightsMeta) -> dict[str, Any]:
@@ -97,7 +89,7 @@ def model_config(model: torch.nn.Module, meta: WeightsMeta) -> dict[str, Any]:
         "num_classes": meta.num_classes,
         "classes": class_names(meta),
         "model_overrides": meta.model_overrides,
-        "channel_order": "RGB",  # every model here takes RGB; BGR-trained stems were flipped
+        "channel_order": meta.channel_order,  # RGB unless converted with --keep-bgr
         "preprocessing": {
             "crop_size": int(cfg.get("crop_size") or 256),
             "resize_size": int(cfg.get("resize_size") or int(cfg.get("crop_size") or 256) + 32),
@@ -186,7 +178,7 @@ def model_card(
             f"| batch-1 latency, eager optimized, {threads} CPU threads | {_latency_ms(model, size):.1f} ms |"
         )
     lines += [
-        f"| input | RGB in [0, 1], resize {cfg['preprocessing']['resize_size']}, centre crop {size} |",
+        f"| input | {meta.channel_order} in [0, 1], resize {cfg['preprocessing']['resize_size']}, centre crop {size} |",
         f"| licence | {licence} |",
         "",
         "```python",
@@ -227,7 +219,6 @@ def save_pretrained(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        meta.channel_order = "RGB"
         write_weights(model.state_dict(), tmp / "model.safetensors", meta)
         (tmp / "config.json").write_text(json.dumps(model_config(model, meta), indent=2) + "\n")
         (tmp / "README.md").write_text(card)

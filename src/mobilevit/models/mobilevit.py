@@ -10,7 +10,8 @@ from .config import MobileViTConfig, StageSpec
 from .registry import register_model
 
 
-def _vit(out: int, dim: int, depth: int, t: float) -> StageSpec:
+def vit_stage(out: int, dim: int, depth: int, t: float) -> StageSpec:
+    """A MobileViT stage: stride-2 MV2 (expansion ``t``) to ``out`` channels, then a block of width ``dim``."""
     return StageSpec(out, stride=2, expand_ratio=t, transformer_dim=dim, transformer_depth=depth)
 
 
@@ -19,9 +20,9 @@ MOBILEVIT_XXS = MobileViTConfig(
     stages=(
         StageSpec(16, stride=1, num_blocks=1, expand_ratio=2),
         StageSpec(24, stride=2, num_blocks=3, expand_ratio=2),
-        _vit(48, 64, 2, 2),
-        _vit(64, 80, 4, 2),
-        _vit(80, 96, 3, 2),
+        vit_stage(48, 64, 2, 2),
+        vit_stage(64, 80, 4, 2),
+        vit_stage(80, 96, 3, 2),
     ),
     transformer_dropout=0.05,
 )
@@ -31,9 +32,9 @@ MOBILEVIT_XS = MobileViTConfig(
     stages=(
         StageSpec(32, stride=1, num_blocks=1, expand_ratio=4),
         StageSpec(48, stride=2, num_blocks=3, expand_ratio=4),
-        _vit(64, 96, 2, 4),
-        _vit(80, 120, 4, 4),
-        _vit(96, 144, 3, 4),
+        vit_stage(64, 96, 2, 4),
+        vit_stage(80, 120, 4, 4),
+        vit_stage(96, 144, 3, 4),
     ),
 )
 
@@ -42,9 +43,9 @@ MOBILEVIT_S = MobileViTConfig(
     stages=(
         StageSpec(32, stride=1, num_blocks=1, expand_ratio=4),
         StageSpec(64, stride=2, num_blocks=3, expand_ratio=4),
-        _vit(96, 144, 2, 4),
-        _vit(128, 192, 4, 4),
-        _vit(160, 240, 3, 4),
+        vit_stage(96, 144, 2, 4),
+        vit_stage(128, 192, 4, 4),
+        vit_stage(160, 240, 3, 4),
     ),
 )
 

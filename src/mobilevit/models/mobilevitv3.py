@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import partial
 
 from .config import MobileViTConfig, StageSpec
-from .mobilevit import build_mobilevit
+from .mobilevit import build_mobilevit, vit_stage
 from .mobilevitv2 import WIDTHS, MobileViTv2Config, build_mobilevitv2
 from .registry import register_builder
 
@@ -35,10 +35,6 @@ V3_LICENSE = (
 )
 
 
-def _vit(out: int, dim: int, depth: int, t: float) -> StageSpec:
-    return StageSpec(out, stride=2, expand_ratio=t, transformer_dim=dim, transformer_depth=depth)
-
-
 _V3_BLOCK = {"fusion": "v3", "fusion_residual": True, "local_depthwise": True}
 
 MOBILEVITV3_XXS = MobileViTConfig(
@@ -46,9 +42,9 @@ MOBILEVITV3_XXS = MobileViTConfig(
     stages=(
         StageSpec(16, stride=1, num_blocks=1, expand_ratio=2),
         StageSpec(24, stride=2, num_blocks=3, expand_ratio=2),
-        _vit(64, 64, 2, 2),
-        _vit(80, 80, 4, 2),
-        _vit(128, 96, 3, 2),
+        vit_stage(64, 64, 2, 2),
+        vit_stage(80, 80, 4, 2),
+        vit_stage(128, 96, 3, 2),
     ),
     **_V3_BLOCK,
 )
@@ -58,9 +54,9 @@ MOBILEVITV3_XS = MobileViTConfig(
     stages=(
         StageSpec(32, stride=1, num_blocks=1, expand_ratio=4),
         StageSpec(48, stride=2, num_blocks=3, expand_ratio=4),
-        _vit(96, 96, 2, 4),
-        _vit(160, 120, 4, 4),
-        _vit(160, 144, 3, 4),
+        vit_stage(96, 96, 2, 4),
+        vit_stage(160, 120, 4, 4),
+        vit_stage(160, 144, 3, 4),
     ),
     **_V3_BLOCK,
 )
@@ -70,9 +66,9 @@ MOBILEVITV3_S = MobileViTConfig(
     stages=(
         StageSpec(32, stride=1, num_blocks=1, expand_ratio=4),
         StageSpec(64, stride=2, num_blocks=3, expand_ratio=4),
-        _vit(128, 144, 2, 4),
-        _vit(256, 192, 4, 4),
-        _vit(320, 240, 3, 4),
+        vit_stage(128, 144, 2, 4),
+        vit_stage(256, 192, 4, 4),
+        vit_stage(320, 240, 3, 4),
     ),
     **_V3_BLOCK,
 )
