@@ -24,7 +24,8 @@ validation images of a MobileViT-S trained on the digits for ``--int8-train-epoc
 are what a user quantizes), at the recipe's 64 px. ``ratio_matched`` holds the figures at matched size
 (``--matched``, default v2-0.5 vs XXS, v2-1.0 vs S, v3-XXS vs XXS and v3-0.5 vs v2-0.5): both models'
 paths timed in one set of alternating rounds, second time / first time per batch and path. The runtime rows (``--runtimes``:
-ExecuTorch XNNPACK, LiteRT, OpenVINO for ours and timm's model) give ``ratio_executorch_fp32_vs_ort_b1``,
+ExecuTorch XNNPACK, LiteRT, OpenVINO for ours and timm's model; at batch 1 for every model and above it for
+``--runtimes-large``, default S) give ``ratio_executorch_fp32_vs_ort_b1``,
 ``ratio_executorch_vs_timm_executorch_b1``, ``ratio_xnnpack_int8_vs_ort_fp32_b1_s``,
 ``ratio_openvino_bf16_vs_ort_fp32_b32_s``, ``ratio_openvino_int8_vs_ort_fp32_b32_s`` and, from the
 digits-trained S, ``runtime_agreement_s``.
@@ -239,6 +240,14 @@ def main() -> None:
         help="runtime rows for ours and timm's model (ExecuTorch XNNPACK, LiteRT, OpenVINO; default all; "
         "none: skip). The int8 ones only for --int8-models (ExecuTorch's int8 lowering takes ~2 min a model)",
     )
+    p.add_argument(
+        "--runtimes-large",
+        nargs="*",
+        default=["mobilevit_s"],
+        metavar="MODEL",
+        help="models with runtime rows at batch > 1 too (default mobilevit_s, the one the batch-32 "
+        "targets are on; the runtime rows of every model at batch 32 add about 40 minutes)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 2 passes, 1 round")
     args = p.parse_args()
     if args.quick:
@@ -267,7 +276,10 @@ def main() -> None:
                 transformers=batch == 1 or args.transformers_large,
                 int8=batch > 1 and name in args.int8_models,
                 runtimes=tuple(
-                    r for r in args.runtimes if not r.endswith("_int8") or name in args.int8_models
+                    r
+                    for r in args.runtimes
+                    if (not r.endswith("_int8") or name in args.int8_models)
+                    and (batch == 1 or name in args.runtimes_large)
                 ),
             )
             print(
