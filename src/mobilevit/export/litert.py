@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.mobilevitv2 import LinearSelfAttention
 from .int8 import load_int8_data
 from .onnx import export_core
 from .runtime_checks import (
@@ -28,6 +29,7 @@ from .runtime_checks import (
     require,
     verify,
 )
+from .xnnpack_graph import shape_for_xnnpack
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,16 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+def litert_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
+    """What the LiteRT export converts: ``(graph, eager reference, output names)``. LiteRT runs on
+    XNNPACK too, so the graph is the ExecuTorch one (:func:`~.xnnpack_graph.shape_for_xnnpack`),
+    with the NHWC unfold / fold: the fastest of our graphs in LiteRT. v2's separable attention
+    keeps its own form: litert-torch's int8 conversion of the bmm rewrite fails on a broadcast."""
+    fast, reference, outputs = export_core(model, patch_layout="nhwc")
+    shape_for_xnnpack(fast, keep=(LinearSelfAttention,))
+    return fast, reference, outputs
+
+
 def convert_litert(module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None) -> Any:
     """``module`` converted by litert-torch (quantized when ``calib`` is given): its edge model."""
     litert_torch = require("litert_torch", RUNTIME)
@@ -112,7 +124,7 @@ def export_litert(
     require("litert_torch", RUNTIME)
     require("ai_edge_litert.interpreter", RUNTIME)
     data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
-    fast, reference, outputs = export_core(model, patch_layout="nchw")
+    fast, reference, outputs = litert_graph(model)
     example = torch.rand(batch, 3, *img_size)
     convert_litert(fast, example, data_.calib if data_ else None).export(str(path))
     run = load_litert(path)

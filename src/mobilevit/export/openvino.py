@@ -5,7 +5,8 @@ OpenVINO is asked for, recorded in the IR's runtime options so a plain ``compile
 uses it: ``f32`` (checked like every fp32 export) or ``bf16`` (OpenVINO's default on CPUs with
 native bf16; checked, like int8, by top-1 agreement with fp32; on a CPU without bf16 OpenVINO
 computes in f32, and the report says so). ``int8``: NNCF post-training quantization (its
-transformer preset: int8 weights per channel, activations calibrated on training images).
+transformer preset: int8 weights per channel, activations calibrated on training images), with
+``precision`` the one of the ops it leaves unquantized (``bf16``: faster where native).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def _openvino() -> Any:
     if "openvino_telemetry" not in sys.modules:
         sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
     return require("openvino", RUNTIME)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX512_BF16 or AMX)."""
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def compile_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:

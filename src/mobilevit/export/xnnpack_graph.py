@@ -43,7 +43,12 @@ def _normalize(x4: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class TokenLayerNorm(nn.Module):
-    """``nn.LayerNorm(d)`` on [..., d] tokens, computed over a [M, 1, d, 1] view."""
+    """``nn.LayerNorm(d)`` on [..., d] tokens, computed over a [1, R, d, 1] view (R tokens).
+
+    XNNPACK holds the view channels-last, [1, d, 1, R]: each mean pools over d with the R tokens
+    as its channels, the axis its kernels vectorise (a [R, 1, d, 1] view would pool one channel
+    at a time: about twice as slow).
+    """
 
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
@@ -53,7 +58,7 @@ class TokenLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = _normalize(x.reshape(-1, 1, self.dim, 1), self.eps).reshape(shape)  # [..., d]
+        y = _normalize(x.reshape(1, -1, self.dim, 1), self.eps).reshape(shape)  # [..., d]
         if self.weight is not None:
             y = y * self.weight
         if self.bias is not None:
@@ -62,16 +67,25 @@ class TokenLayerNorm(nn.Module):
 
 
 class GroupNorm1(nn.Module):
-    """``nn.GroupNorm(1, d)`` on [B, d, P, N], computed over a [B, 1, d*P*N, 1] view."""
+    """``nn.GroupNorm(1, d)`` on [B, d, P, N]: each sample's mean as the mean of its d channel
+    means (the channels have equal counts), so both stages are XNNPACK average pools that
+    vectorise over channels ([B, d, P, N] pooled over P, N; then [B, 1, d, 1] over d)."""
 
     def __init__(self, norm: nn.GroupNorm) -> None:
         super().__init__()
         self.eps = norm.eps
         self.weight, self.bias = norm.weight, norm.bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _sample_mean(x: torch.Tensor) -> torch.Tensor:
         b, d = x.shape[:2]
-        y = _normalize(x.reshape(b, 1, -1, 1), self.eps).reshape(x.shape)  # [B, d, P, N]
+        per_channel = _mean_inner(x)  # [B, d, 1, 1]
+        return _mean_inner(per_channel.reshape(b, 1, d, 1))  # [B, 1, 1, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[1]
+        centered = x - self._sample_mean(x)  # [B, d, P, N]
+        y = centered * torch.rsqrt(self._sample_mean(centered * centered) + self.eps)
         if self.weight is not None:
             y = y * self.weight.reshape(1, d, 1, 1)
         if self.bias is not None:
@@ -153,14 +167,14 @@ def _replacement(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def shape_for_xnnpack(model: nn.Module) -> int:
+def shape_for_xnnpack(model: nn.Module, keep: tuple[type[nn.Module], ...] = ()) -> int:
     """Swap, in place, every module XNNPACK would leave to portable kernels for its rewrite (the
-    module docstring lists them); ``model`` must be an inference copy (BN folded, eval mode).
-    Returns the number of modules swapped."""
+    module docstring lists them), except those of the types in ``keep``; ``model`` must be an
+    inference copy (BN folded, eval mode). Returns the number of modules swapped."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            new = _replacement(child)
+            new = None if isinstance(child, keep) else _replacement(child)
             if new is not None:
                 setattr(parent, name, new)
                 swapped += 1
