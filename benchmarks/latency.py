@@ -371,6 +371,7 @@ def trained_int8_check(
                 f"run.out_dir={tmp}/run",
                 f"run.threads={threads}",
                 "run.progress=false",
+                "data.num_workers=0",  # no fork: litert-torch's JAX threads can deadlock a forked loader
             ],
         )
         train(cfg)
@@ -440,19 +441,14 @@ def _runtime_agreement(
     """Each reduced-precision runtime export of the trained model against fp32 (its own export check,
     with no agreement threshold): ExecuTorch / LiteRT int8, OpenVINO int8 and bf16."""
     from mobilevit.export import export_executorch, export_litert, export_openvino
+    from mobilevit.export.openvino import int8_rest_precision  # as the latency rows time it
 
-    try:  # OpenVINO int8 as the latency rows time it: the unquantized ops in bf16 where native
-        from mobilevit.export.openvino import cpu_has_bf16
-
-        int8_rest = "bf16" if cpu_has_bf16() else "f32"
-    except Exception:  # not installed: the job below reports it
-        int8_rest = "f32"
     common = dict(calib_images=64, model_classes=classes, min_agreement=0.0)
     jobs = {
         "executorch_int8": lambda: export_executorch(model, tmp / "m.pte", size, int8=True, **common)["int8"],
         "litert_int8": lambda: export_litert(model, tmp / "m.tflite", size, int8=True, **common)["int8"],
         "openvino_int8": lambda: export_openvino(
-            model, tmp / "m.xml", size, precision=int8_rest, int8=True, **common
+            model, tmp / "m.xml", size, precision=int8_rest_precision(), int8=True, **common
         )["int8"],
         "openvino_bf16": lambda: export_openvino(model, tmp / "b.xml", size, precision="bf16", **common)[
             "bf16"

@@ -56,11 +56,9 @@ def _build(name: str, module: nn.Module, x: torch.Tensor, calib: np.ndarray | No
 
         convert_litert(module, x, calib).export(str(tmp / "m.tflite"))
         return load_litert(tmp / "m.tflite")
-    from ..export.openvino import _openvino, convert_openvino, cpu_has_bf16, load_openvino
+    from ..export.openvino import _openvino, convert_openvino, int8_rest_precision, load_openvino
 
-    # int8: the ops NNCF leaves unquantized in bf16 where the CPU has it (OpenVINO's own default)
-    bf16 = name == "openvino_bf16" or (name == "openvino_int8" and cpu_has_bf16())
-    precision = "bf16" if bf16 else "f32"
+    precision = {"openvino_bf16": "bf16", "openvino_int8": int8_rest_precision()}.get(name, "f32")
     ov = _openvino()
     ov_model = convert_openvino(module, x, ["output"], calib, precision)
     ov.save_model(ov_model, str(tmp / "m.xml"), compress_to_fp16=False)
@@ -75,14 +73,13 @@ def runtime_paths(
 
     graphs: dict[str, nn.Module] = {}
     if owner == "mobilevit":
+        from ..export.executorch import executorch_graph
         from ..export.litert import litert_graph
         from ..export.onnx import export_core
-        from ..export.xnnpack_graph import shape_for_xnnpack
 
         graphs["openvino"] = export_core(model)[0]
         graphs["litert"] = litert_graph(model)[0]
-        graphs["executorch"] = export_core(model, patch_layout="nchw")[0]
-        shape_for_xnnpack(graphs["executorch"])
+        graphs["executorch"] = executorch_graph(model)[0]
     calib = None
     if any(_precision(n) == "int8" for n in names):
         calib = load_int8_data("digits", tuple(x.shape[-2:]), calib_images=64, max_val=1).calib

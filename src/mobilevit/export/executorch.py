@@ -62,6 +62,13 @@ def load_executorch(path: str | Path) -> Any:
     return run
 
 
+def executorch_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str], int]:
+    """What the ExecuTorch export lowers: ``(graph, eager reference, output names, modules
+    rewritten)``, the BN-folded graph shaped for XNNPACK (:func:`~.xnnpack_graph.shape_for_xnnpack`)."""
+    fast, reference, outputs = export_core(model, patch_layout="nchw")
+    return fast, reference, outputs, shape_for_xnnpack(fast)
+
+
 def lower_to_xnnpack(
     module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None
 ) -> tuple[bytes, dict[str, Any]]:
@@ -108,8 +115,7 @@ def export_executorch(
     path = check_request(model, path, ".pte", img_size, batch, "int8" if int8 else None)
     require("executorch.exir", RUNTIME)
     data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
-    fast, reference, outputs = export_core(model, patch_layout="nchw")
-    swapped = shape_for_xnnpack(fast)
+    fast, reference, outputs, swapped = executorch_graph(model)
     example = torch.rand(batch, 3, *img_size)
     buffer, report = lower_to_xnnpack(fast, example, data_.calib if data_ else None)
     if report["portable_ops"]:

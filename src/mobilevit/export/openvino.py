@@ -51,6 +51,12 @@ def cpu_has_bf16() -> bool:
     return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def int8_rest_precision() -> str:
+    """The precision for the ops NNCF leaves unquantized: bf16 where native (OpenVINO's own CPU
+    default there), else f32."""
+    return "bf16" if cpu_has_bf16() else "f32"
+
+
 def compile_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
     """The IR compiled for CPU (``precision``: the IR's recorded one when None)."""
     ov = _openvino()
