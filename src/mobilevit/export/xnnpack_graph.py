@@ -8,10 +8,11 @@ portable (reference) kernels, outside the delegate, with a copy in and out of it
 same computation with what XNNPACK runs: means over rank-4 views, ``bmm``, slices, permutes,
 softmax over the last dim. The outputs are the model's (up to float rounding).
 
-- LayerNorm over the tokens' last dim (v1's transformer, Section 3.1): mean and variance as
-  means over a [M, 1, d, 1] view;
-- v1's multi-head attention: q, k, v as slices of the fused projection, two rank-3 ``bmm``
-  and a softmax instead of SDPA;
+- LayerNorm over the tokens' last dim (v1's transformer, Section 3.1): mean and variance as a
+  fully-connected layer onto one output (a 1/d row), so they stay in the tokens' own layout (a
+  mean over a rank-4 view is an XNNPACK pool, held channels-last: a transpose in and one out);
+- v1's multi-head attention: q, k, v as three projections (the 1/sqrt(d_h) scale folded into
+  q's), two rank-3 ``bmm`` and a softmax instead of SDPA;
 - GroupNorm(1) over [B, d, P, N] (v2's "layer_norm_2d", Section 3.2 of the v2 paper): the
   same means over a [B, 1, d*P*N, 1] view, then the per-channel affine;
 - v2's separable attention: the softmax over the patches on a rank-3 view (a last-dim softmax
@@ -19,16 +20,20 @@ softmax over the last dim. The outputs are the model's (up to float rounding).
   channels-last) and the context vector as a rank-3 ``bmm`` of the keys with the scores (a
   scalar constant would stay outside the delegate);
 - the classifier's global average pool with ``keepdim``, then a flatten.
+
+Before the swaps, each norm's per-channel affine is folded into the 1x1 projection that reads it
+(:func:`fold_norm_affines`): the norm then ends at ``(x - mean) / std``, two elementwise ops fewer.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.backbone import ClassifierHead
-from ..models.blocks import Attention
-from ..models.mobilevitv2 import LinearSelfAttention
+from ..models.blocks import Attention, MobileViTBlock, TransformerLayer
+from ..models.mobilevitv2 import LinearAttnFFN, LinearSelfAttention, MobileViTv2Block
 
 
 def _mean_inner(x4: torch.Tensor) -> torch.Tensor:
@@ -43,11 +48,10 @@ def _normalize(x4: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class TokenLayerNorm(nn.Module):
-    """``nn.LayerNorm(d)`` on [..., d] tokens, computed over a [1, R, d, 1] view (R tokens).
+    """``nn.LayerNorm(d)`` on [..., d] tokens, both means a fully-connected layer onto one output.
 
-    XNNPACK holds the view channels-last, [1, d, 1, R]: each mean pools over d with the R tokens
-    as its channels, the axis its kernels vectorise (a [R, 1, d, 1] view would pool one channel
-    at a time: about twice as slow).
+    ``F.linear(x, 1/d row)`` is XNNPACK's fully-connected op on the tokens as they lie ([R, d]):
+    no layout change, where a mean pooled over a rank-4 view costs a transpose in and one out.
     """
 
     def __init__(self, norm: nn.LayerNorm) -> None:
@@ -55,10 +59,11 @@ class TokenLayerNorm(nn.Module):
         (self.dim,) = norm.normalized_shape
         self.eps = norm.eps
         self.weight, self.bias = norm.weight, norm.bias
+        self.register_buffer("avg", torch.full((1, self.dim), 1.0 / self.dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = _normalize(x.reshape(1, -1, self.dim, 1), self.eps).reshape(shape)  # [..., d]
+        centered = x - F.linear(x, self.avg)  # [..., d] - [..., 1]
+        y = centered * torch.rsqrt(F.linear(centered * centered, self.avg) + self.eps)
         if self.weight is not None:
             y = y * self.weight
         if self.bias is not None:
@@ -94,26 +99,34 @@ class GroupNorm1(nn.Module):
 
 
 class BmmAttention(nn.Module):
-    """v1's :class:`~mobilevit.models.blocks.Attention` (unfolded [M, N, d] tokens) with q, k, v
-    sliced from the fused projection and two rank-3 ``bmm`` around a softmax."""
+    """v1's :class:`~mobilevit.models.blocks.Attention` (unfolded [M, N, d] tokens) with q, k, v as
+    three projections (q's scaled by 1/sqrt(d_h): no slices of a fused output, no scale op) and two
+    rank-3 ``bmm`` around a softmax."""
 
     def __init__(self, attn: Attention) -> None:
         super().__init__()
-        self.qkv, self.proj = attn.qkv, attn.proj
+        self.proj = attn.proj
         self.heads, self.head_dim = attn.num_heads, attn.head_dim
+        d = attn.proj.in_features
+        weight, bias = attn.qkv.weight.detach(), attn.qkv.bias.detach()  # rows [q | k | v]
+        for i, name in enumerate(("q", "k", "v")):
+            scale = self.head_dim**-0.5 if name == "q" else 1.0
+            linear = nn.Linear(d, d).to(weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(weight[i * d : (i + 1) * d] * scale)
+                linear.bias.copy_(bias[i * d : (i + 1) * d] * scale)
+            linear.requires_grad_(False)
+            setattr(self, name, linear)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         if grid is not None:
             raise ValueError("the XNNPACK graph takes unfolded tokens (patch layout 'nchw' or 'nhwc')")
         m, n, d = x.shape  # [M = B*P, N, d]
         h, hd = self.heads, self.head_dim
-        qkv = self.qkv(x)  # [M, N, 3d]: [q | k | v]
-        q = qkv[..., :d] * hd**-0.5
-        k, v = qkv[..., d : 2 * d], qkv[..., 2 * d :]
         # [M, N, d] -> [M, N, heads, hd] -> [M, heads, N, hd] -> [M*heads, N, hd]
-        q = q.reshape(m, n, h, hd).permute(0, 2, 1, 3).reshape(m * h, n, hd)
-        v = v.reshape(m, n, h, hd).permute(0, 2, 1, 3).reshape(m * h, n, hd)
-        kt = k.reshape(m, n, h, hd).permute(0, 2, 3, 1).reshape(m * h, hd, n)  # [M*heads, hd, N]
+        q = self.q(x).reshape(m, n, h, hd).permute(0, 2, 1, 3).reshape(m * h, n, hd)
+        v = self.v(x).reshape(m, n, h, hd).permute(0, 2, 1, 3).reshape(m * h, n, hd)
+        kt = self.k(x).reshape(m, n, h, hd).permute(0, 2, 3, 1).reshape(m * h, hd, n)  # [M*heads, hd, N]
         y = torch.bmm(torch.bmm(q, kt).softmax(dim=-1), v)  # [M*heads, N, hd]
         # [M*heads, N, hd] -> [M, heads, N, hd] -> [M, N, heads, hd] -> [M, N, d]
         return self.proj(y.reshape(m, h, n, hd).permute(0, 2, 1, 3).reshape(m, n, d))
@@ -153,6 +166,60 @@ class PooledHead(nn.Module):
         return x if pre_logits or self.fc is None else self.fc(x)
 
 
+@torch.no_grad()
+def fold_norm_affine(norm: nn.Module, consumer: nn.Module) -> bool:
+    """Fold ``norm``'s per-channel affine (gamma, beta over d channels) into ``consumer``, the linear
+    or 1x1 conv that reads it (its first d input channels), in place; ``norm`` is left without it.
+
+    ``W (gamma * x + beta) + b = (W gamma) x + (W beta + b)``. False (nothing changed) where the
+    norm has no affine or the consumer is not a plain linear / 1x1 conv.
+    """
+    gamma, beta = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    if gamma is None and beta is None:
+        return False
+    if isinstance(consumer, nn.Conv2d):
+        if consumer.kernel_size != (1, 1) or consumer.groups != 1:
+            return False
+        weight = consumer.weight[:, :, 0, 0]  # [C_out, C_in] view of [C_out, C_in, 1, 1]
+    elif isinstance(consumer, nn.Linear):
+        weight = consumer.weight
+    else:
+        return False
+    d = (gamma if gamma is not None else beta).numel()
+    if consumer.bias is None:
+        consumer.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype), requires_grad=False)
+    if beta is not None:
+        consumer.bias += weight[:, :d] @ beta
+    if gamma is not None:
+        weight[:, :d] *= gamma  # in place: the conv's 4-d weight through its view
+    norm.weight = norm.bias = None
+    return True
+
+
+def _norm_consumers(module: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(norm, the projection that reads it) pairs of one block or layer."""
+    if isinstance(module, TransformerLayer):
+        return [(module.norm1, module.attn.qkv), (module.norm2, module.mlp.fc1)]
+    if isinstance(module, LinearAttnFFN):
+        return [(module.norm1, module.attn.qkv_proj), (module.norm2, module.mlp.fc1)]
+    if isinstance(module, (MobileViTBlock, MobileViTv2Block)):
+        # the fold (and v1's resize, bilinear: weights summing to 1) commute with a per-channel
+        # affine, so the final norm's goes into the projection after them (v3: its first d inputs)
+        return [(module.norm, module.conv_proj.conv)]
+    return []
+
+
+def fold_norm_affines(model: nn.Module) -> int:
+    """:func:`fold_norm_affine` for every transformer norm of ``model`` (an inference copy) whose
+    reader is a projection; returns how many were folded."""
+    return sum(
+        fold_norm_affine(norm, consumer)
+        for module in list(model.modules())
+        for norm, consumer in _norm_consumers(module)
+        if isinstance(norm, (nn.LayerNorm, nn.GroupNorm))
+    )
+
+
 def _replacement(module: nn.Module) -> nn.Module | None:
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
         return TokenLayerNorm(module)
@@ -170,7 +237,9 @@ def _replacement(module: nn.Module) -> nn.Module | None:
 def shape_for_xnnpack(model: nn.Module, keep: tuple[type[nn.Module], ...] = ()) -> int:
     """Swap, in place, every module XNNPACK would leave to portable kernels for its rewrite (the
     module docstring lists them), except those of the types in ``keep``; ``model`` must be an
-    inference copy (BN folded, eval mode). Returns the number of modules swapped."""
+    inference copy (BN folded, eval mode). Returns the number of modules swapped. The norms'
+    affines are folded into their readers first (:func:`fold_norm_affines`)."""
+    fold_norm_affines(model)
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
