@@ -20,7 +20,7 @@ from mobilevit.export.executorch import load_executorch  # noqa: E402
 from mobilevit.export.litert import load_litert  # noqa: E402
 from mobilevit.export.openvino import load_openvino  # noqa: E402
 from mobilevit.export.optimize import optimize_for_inference  # noqa: E402
-from mobilevit.export.xnnpack_graph import shape_for_xnnpack  # noqa: E402
+from mobilevit.export.xnnpack_graph import GroupNorm1, TokenLayerNorm, shape_for_xnnpack  # noqa: E402
 from mobilevit.weights.serialization import save_weights  # noqa: E402
 
 SIZES = ((128, 128), (100, 72))  # the second: not a multiple of 32 (the blocks resize their maps)
@@ -61,6 +61,9 @@ def test_the_xnnpack_graph_is_the_same_math(name):
     model = randomize(create_model(name, num_classes=7)).eval()
     fast = optimize_for_inference(model, channels_last=False)
     assert shape_for_xnnpack(fast) > 0
+    norms = [m for m in fast.modules() if isinstance(m, (TokenLayerNorm, GroupNorm1))]
+    # every transformer norm's affine went into the projection that reads it
+    assert norms and all(n.weight is None and n.bias is None for n in norms)
     for size in SIZES:
         x = torch.rand(2, 3, *size)
         with torch.no_grad():

@@ -42,3 +42,14 @@ def test_offline_a_missing_apple_file_says_where_to_put_it(tmp_path, monkeypatch
     monkeypatch.setenv("MOBILEVIT_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="downloads are off .* Fetch https://docs-assets"):
         specs.resolve_weights(TAG, download=False)
+
+
+def test_an_apple_download_without_a_recorded_sha256_logs_its_digest(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MOBILEVIT_HOME", str(tmp_path))
+    payload = b"unrecorded bytes"
+    monkeypatch.setitem(specs.WEIGHTS, TAG, dataclasses.replace(specs.WEIGHTS[TAG], sha256=None))
+    monkeypatch.setattr("torch.hub.download_url_to_file", _write(payload))
+    with caplog.at_level("WARNING", logger=specs.__name__):
+        path = specs.resolve_weights(TAG, download=True)
+    assert path.read_bytes() == payload
+    assert hashlib.sha256(payload).hexdigest() in caplog.text and "no sha256 recorded" in caplog.text

@@ -5,16 +5,16 @@ kernel in ExecuTorch's partitioner, and its mean is a global average pool: over 
 dims of a rank-4 tensor, keeping them. A graph that uses those ops runs them on ExecuTorch's
 portable (reference) kernels, outside the delegate, with a copy in and out of it each time.
 :func:`shape_for_xnnpack` swaps, in a BN-folded copy, each such module for one that writes the
-same computation with what XNNPACK runs: means over rank-4 views, ``bmm``, slices, permutes,
-softmax over the last dim. The outputs are the model's (up to float rounding).
+same computation with what XNNPACK runs: fully-connected layers, pools over rank-4 views,
+``bmm``, permutes, softmax over the last dim. The outputs are the model's (up to float rounding).
 
 - LayerNorm over the tokens' last dim (v1's transformer, Section 3.1): mean and variance as a
   fully-connected layer onto one output (a 1/d row), so they stay in the tokens' own layout (a
   mean over a rank-4 view is an XNNPACK pool, held channels-last: a transpose in and one out);
 - v1's multi-head attention: q, k, v as three projections (the 1/sqrt(d_h) scale folded into
   q's), two rank-3 ``bmm`` and a softmax instead of SDPA;
-- GroupNorm(1) over [B, d, P, N] (v2's "layer_norm_2d", Section 3.2 of the v2 paper): the
-  same means over a [B, 1, d*P*N, 1] view, then the per-channel affine;
+- GroupNorm(1) over [B, d, P, N] (v2's "layer_norm_2d", Section 3.2 of the v2 paper): each
+  sample's mean as the mean of its channel means, two pools that vectorise over channels;
 - v2's separable attention: the softmax over the patches on a rank-3 view (a last-dim softmax
   of a rank-4 map is lowered wrongly by ExecuTorch 1.5.1, whose XNNPACK graph holds such maps
   channels-last) and the context vector as a rank-3 ``bmm`` of the keys with the scores (a

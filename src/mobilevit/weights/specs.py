@@ -266,10 +266,11 @@ def resolve_weights(tag: str, download: bool | None = None) -> Path:
     tmp = path.with_name(path.name + ".part")
     log.info("downloading %s from %s", tag, spec.url)
     torch.hub.download_url_to_file(spec.url, str(tmp), progress=True)
-    if spec.sha256:
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        if digest != spec.sha256:
-            tmp.unlink()
-            raise ValueError(f"{spec.url}: sha256 {digest} does not match the spec's {spec.sha256}")
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    if spec.sha256 and digest != spec.sha256:
+        tmp.unlink()
+        raise ValueError(f"{spec.url}: sha256 {digest} does not match the spec's {spec.sha256}")
+    if not spec.sha256:  # read with weights_only all the same; the digest is logged to be recorded
+        log.warning("%s: no sha256 recorded for this file; downloaded one has sha256 %s", tag, digest)
     tmp.replace(path)
     return path
