@@ -20,7 +20,12 @@ from mobilevit.export.executorch import load_executorch  # noqa: E402
 from mobilevit.export.litert import load_litert  # noqa: E402
 from mobilevit.export.openvino import load_openvino  # noqa: E402
 from mobilevit.export.optimize import optimize_for_inference  # noqa: E402
-from mobilevit.export.xnnpack_graph import GroupNorm1, TokenLayerNorm, shape_for_xnnpack  # noqa: E402
+from mobilevit.export.xnnpack_graph import (  # noqa: E402
+    GroupNorm1,
+    TokenLayerNorm,
+    fold_norm_affine,
+    shape_for_xnnpack,
+)
 from mobilevit.weights.serialization import save_weights  # noqa: E402
 
 SIZES = ((128, 128), (100, 72))  # the second: not a multiple of 32 (the blocks resize their maps)
@@ -68,6 +73,20 @@ def test_the_xnnpack_graph_is_the_same_math(name):
         x = torch.rand(2, 3, *size)
         with torch.no_grad():
             assert max_diff(fast(x), model(x)) <= 1e-4
+
+
+def test_a_norm_affine_folds_only_into_a_plain_projection():
+    norm, linear = torch.nn.LayerNorm(6), torch.nn.Linear(6, 4, bias=False)
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        want = linear(norm(x))
+        assert fold_norm_affine(norm, linear) and norm.weight is None and linear.bias is not None
+        assert max_diff(linear(norm(x)), want) <= 1e-5
+    norm3 = torch.nn.GroupNorm(1, 6)
+    assert not fold_norm_affine(norm3, torch.nn.Conv2d(6, 4, 3)) and norm3.weight is not None
+    norm2d = torch.nn.LayerNorm((2, 3))  # an affine over more than the channel dim
+    assert not fold_norm_affine(norm2d, torch.nn.Linear(3, 4)) and norm2d.weight is not None
 
 
 # ExecuTorch's lowering takes ~30 s per model here whatever the input size, so each export counts:

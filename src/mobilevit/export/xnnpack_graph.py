@@ -41,12 +41,6 @@ def _mean_inner(x4: torch.Tensor) -> torch.Tensor:
     return x4.mean(dim=(2, 3), keepdim=True)
 
 
-def _normalize(x4: torch.Tensor, eps: float) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over dims 2 and 3 of a rank-4 view (biased variance, as the norms)."""
-    centered = x4 - _mean_inner(x4)
-    return centered * torch.rsqrt(_mean_inner(centered * centered) + eps)
-
-
 class TokenLayerNorm(nn.Module):
     """``nn.LayerNorm(d)`` on [..., d] tokens, both means a fully-connected layer onto one output.
 
@@ -111,7 +105,7 @@ class BmmAttention(nn.Module):
         weight, bias = attn.qkv.weight.detach(), attn.qkv.bias.detach()  # rows [q | k | v]
         for i, name in enumerate(("q", "k", "v")):
             scale = self.head_dim**-0.5 if name == "q" else 1.0
-            linear = nn.Linear(d, d).to(weight.dtype)
+            linear = nn.Linear(d, d, dtype=weight.dtype)
             with torch.no_grad():
                 linear.weight.copy_(weight[i * d : (i + 1) * d] * scale)
                 linear.bias.copy_(bias[i * d : (i + 1) * d] * scale)
@@ -175,8 +169,9 @@ def fold_norm_affine(norm: nn.Module, consumer: nn.Module) -> bool:
     norm has no affine or the consumer is not a plain linear / 1x1 conv.
     """
     gamma, beta = getattr(norm, "weight", None), getattr(norm, "bias", None)
-    if gamma is None and beta is None:
-        return False
+    affine = gamma if gamma is not None else beta
+    if affine is None or affine.dim() != 1:
+        return False  # no affine, or one over more than the channel dim
     if isinstance(consumer, nn.Conv2d):
         if consumer.kernel_size != (1, 1) or consumer.groups != 1:
             return False
@@ -185,7 +180,7 @@ def fold_norm_affine(norm: nn.Module, consumer: nn.Module) -> bool:
         weight = consumer.weight
     else:
         return False
-    d = (gamma if gamma is not None else beta).numel()
+    d = affine.numel()
     if consumer.bias is None:
         consumer.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype), requires_grad=False)
     if beta is not None:
