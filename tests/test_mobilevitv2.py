@@ -10,7 +10,9 @@ from mobilevit import create_model
 from mobilevit.bench import count_params
 from mobilevit.cli import main
 from mobilevit.loading import load_model
+from mobilevit.models.blocks import set_patch_layout
 from mobilevit.models.mobilevitv2 import WIDTHS, fold_patches_v2, unfold_patches_v2
+from mobilevit.models.patch_layouts import fold_v2_nhwc, unfold_v2_nhwc
 from mobilevit.weights.convert import convert_state_dict, detect_source
 
 PARAMS = {  # at 1000 classes: timm and transformers agree
@@ -40,6 +42,23 @@ def test_unfold_fold_are_f_unfold_and_f_fold():
     assert torch.equal(tokens, ref)
     assert torch.equal(fold_patches_v2(tokens, 2, 2, 4, 6), x)
     assert torch.equal(F.fold(ref.reshape(2, 24, -1), (8, 12), kernel_size=2, stride=2), x)
+    # the one-copy NHWC way: the same tokens from either memory format, folded back channels-last
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(unfold_v2_nhwc(inp, 2, 2), ref)
+    folded = fold_v2_nhwc(ref, 2, 2, 4, 6)
+    assert torch.equal(folded, x) and folded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(unfold_v2_nhwc(x, 4, 2), unfold_patches_v2(x, 4, 2))  # non-square patches
+
+
+@pytest.mark.parametrize("name", ["mobilevitv2_050", "mobilevitv3_050"])
+def test_v2_blocks_take_every_patch_layout(name):
+    model = randomize(create_model(name)).eval()
+    x = torch.rand(1, 3, 96, 80)  # 80: resized up to the patch grid in the last stage
+    with torch.no_grad():
+        ref = model(x)
+        for layout in ("nhwc", "pixels", "nchw"):  # "pixels": the reference way (no pixel-order form)
+            assert set_patch_layout(model, layout) == 3
+            assert max_diff(model(x), ref) <= 1e-5
 
 
 @pytest.mark.parametrize("width", ["050", "100", "200"])

@@ -148,13 +148,14 @@ def test_onnx_export_at_two_sizes(tmp_path, name):
         assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"])
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("name", ["mobilevitv3_xxs", "mobilevitv3_050"])
-def test_the_xnnpack_graph_of_v3_is_the_same_math(name):
+def test_the_xnnpack_graph_of_v3_is_the_same_math(name, layout):
     from mobilevit.export.onnx import export_core
     from mobilevit.export.xnnpack_graph import shape_for_xnnpack
 
     model = randomize(create_model(name)).eval()
-    fast, reference, _ = export_core(model, patch_layout="nchw")
+    fast, reference, _ = export_core(model, patch_layout=layout)
     assert shape_for_xnnpack(fast) > 0
     x = torch.rand(2, 3, 128, 96)
     with torch.no_grad():

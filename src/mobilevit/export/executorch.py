@@ -64,8 +64,10 @@ def load_executorch(path: str | Path) -> Any:
 
 def executorch_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str], int]:
     """What the ExecuTorch export lowers: ``(graph, eager reference, output names, modules
-    rewritten)``, the BN-folded graph shaped for XNNPACK (:func:`~.xnnpack_graph.shape_for_xnnpack`)."""
-    fast, reference, outputs = export_core(model, patch_layout="nchw")
+    rewritten)``, the BN-folded graph shaped for XNNPACK (:func:`~.xnnpack_graph.shape_for_xnnpack`),
+    its blocks unfolding / folding through the NHWC view (the layout XNNPACK holds maps in: one
+    transpose each way instead of two)."""
+    fast, reference, outputs = export_core(model, patch_layout="nhwc")
     return fast, reference, outputs, shape_for_xnnpack(fast)
 
 

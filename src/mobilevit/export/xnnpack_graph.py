@@ -17,8 +17,9 @@ same computation with what XNNPACK runs: fully-connected layers, pools over rank
   sample's mean as the mean of its channel means, two pools that vectorise over channels;
 - v2's separable attention: the softmax over the patches on a rank-3 view (a last-dim softmax
   of a rank-4 map is lowered wrongly by ExecuTorch 1.5.1, whose XNNPACK graph holds such maps
-  channels-last) and the context vector as a rank-3 ``bmm`` of the keys with the scores (a
-  scalar constant would stay outside the delegate);
+  channels-last) and the context vector as a rank-3 ``bmm`` of the scores with the keys taken
+  in the [B, P, N, d] order XNNPACK holds them in (no transpose of the keys; a sum with the
+  scores as a scalar constant would stay outside the delegate);
 - the classifier's global average pool with ``keepdim``, then a flatten.
 
 Before the swaps, each norm's per-channel affine is folded into the 1x1 projection that reads it
@@ -140,11 +141,12 @@ class BmmContextAttention(nn.Module):
         q, k, v = qkv[:, :1], qkv[:, 1 : 1 + d], qkv[:, 1 + d :]
         # the softmax over the patches on a rank-3 view: XNNPACK keeps rank-4 maps channels-last,
         # and ExecuTorch 1.5's lowering of a last-dim softmax on one is wrong
-        scores = q.reshape(b, p, n).softmax(dim=-1)  # [B, P, N]
-        # context[b, c, p] = sum_n k[b, c, p, n] * scores[b, p, n]: [B*P, d, N] @ [B*P, N, 1]
-        keys = k.permute(0, 2, 1, 3).reshape(b * p, d, n)
-        context = torch.bmm(keys, scores.reshape(b * p, n, 1))  # [B*P, d, 1]
-        context = context.reshape(b, p, d, 1).permute(0, 2, 1, 3)  # [B, d, P, 1]
+        scores = q.reshape(b * p, 1, n).softmax(dim=-1)  # [B*P, 1, N]
+        # context[b, c, p] = sum_n scores[b, p, n] * k[b, c, p, n]: [B*P, 1, N] @ [B*P, N, d]; the
+        # keys' [B, P, N, d] order is how XNNPACK holds the [B, d, P, N] map (channels-last)
+        keys = k.permute(0, 2, 3, 1).reshape(b * p, n, d)
+        context = torch.bmm(scores, keys)  # [B*P, 1, d]
+        context = context.reshape(b, p, 1, d).permute(0, 3, 1, 2)  # [B, d, P, 1]
         return self.out_proj(torch.relu(v) * context)
 
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from .backbone import BackboneBase, ClassifierHead, FeatureInfo
 from .layers import ConvNormAct, InvertedResidual, make_divisible
+from .patch_layouts import fold_v2_nhwc, unfold_v2_nhwc
 from .registry import register_builder
 
 WIDTHS = {"050": 0.5, "075": 0.75, "100": 1.0, "125": 1.25, "150": 1.5, "175": 1.75, "200": 2.0}
@@ -214,17 +215,22 @@ class MobileViTv2Block(nn.Module):
         self.norm = attn_norm(c.norm, dim, c.norm_eps)
         self.v3 = c.fusion == "v3"
         self.conv_proj = ConvNormAct(2 * dim if self.v3 else dim, channels, 1, act=None)
+        # how unfold / fold move memory (set_patch_layout): the reference reshape + permute, or
+        # "nhwc" (one copy through the [B, H, W, d] view; the XNNPACK graphs use it)
+        self.patch_layout = "nchw"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.patch_size
+        nhwc = self.patch_layout == "nhwc"
         h, w = x.shape[-2:]
         new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
         if (new_h, new_w) != (h, w):  # as the trained code does: up to the grid, and kept there
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)
         local = self.conv_1x1(self.conv_kxk(x))  # [B, d, H, W]
-        tokens = unfold_patches_v2(local, ph, pw)  # [B, d, P, N]
+        tokens = (unfold_v2_nhwc if nhwc else unfold_patches_v2)(local, ph, pw)  # [B, d, P, N]
         tokens = self.norm(self.transformer(tokens))
-        y = fold_patches_v2(tokens, ph, pw, new_h // ph, new_w // pw)  # [B, d, H, W]
+        fold = fold_v2_nhwc if nhwc else fold_patches_v2
+        y = fold(tokens, ph, pw, new_h // ph, new_w // pw)  # [B, d, H, W]
         if not self.v3:
             return self.conv_proj(y)
         return self.conv_proj(torch.cat((y, local), dim=1)) + x  # [B, 2d, H, W] -> [B, C, H, W]

@@ -41,6 +41,24 @@ def fold_nhwc(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -
     return x.reshape(batch, nh * ph, nw * pw, c).permute(0, 3, 1, 2)  # [B, C, H, W] view
 
 
+def unfold_v2_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """MobileViT v2's unfold ([B, d, H, W] -> [B, d, P, N]) in one copy through the [B, H, W, d]
+    view: whole d-vectors move, and the result is a [B, d, P, N] view of [B, P, N, d] memory."""
+    b, d, h, w = x.shape
+    nh, nw = h // ph, w // pw
+    # memory [B, H, W, d] = [B, nh, ph, nw, pw, d] -> [B, ph, pw, nh, nw, d]
+    x = x.permute(0, 2, 3, 1).reshape(b, nh, ph, nw, pw, d).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, ph * pw, nh * nw, d).permute(0, 3, 1, 2)  # [B, P, N, d] -> [B, d, P, N] view
+
+
+def fold_v2_nhwc(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
+    """Inverse of :func:`unfold_v2_nhwc`: [B, d, P, N] -> a [B, d, H, W] view of [B, H, W, d] memory."""
+    b, d = x.shape[:2]
+    # [B, d, P, N] -> [B, P, N, d] = [B, ph, pw, nh, nw, d] -> [B, nh, ph, nw, pw, d]
+    x = x.permute(0, 2, 3, 1).reshape(b, ph, pw, nh, nw, d).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, nh * ph, nw * pw, d).permute(0, 3, 1, 2)  # [B, H, W, d] -> [B, d, H, W] view
+
+
 def pixel_order_attention(
     qkv: torch.Tensor, grid: tuple[int, int, int, int], heads: int, head_dim: int, dropout_p: float = 0.0
 ) -> torch.Tensor:
