@@ -1,0 +1,146 @@
+"""Where the time goes, op by op: our model through ExecuTorch (XNNPACK, fp32 and int8, from
+ExecuTorch's ETDump) and through onnxruntime fp32 (its profiler), batch 1, 256 px, random weights.
+
+Each runtime runs the model ``--runs`` times after loading; the per-op figures are each op's
+median over the runs (ExecuTorch) or its mean (onnxruntime), summed over the ops of one kind.
+Writes docs/runtime_profiles.md; the last line printed is a JSON object with the totals per op kind.
+
+    python benchmarks/runtime_profile.py [--models mobilevit_s mobilevitv2_100] [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import print_json_last, write_doc
+
+IMG = (256, 256)
+
+
+def executorch_profile(
+    model: torch.nn.Module, int8: bool, runs: int, tmp: Path
+) -> dict[str, tuple[float, int]]:
+    """{op kind: (ms per pass summed over the kind's ops, op count)} from ExecuTorch's ETDump."""
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    from mobilevit.export.executorch import executorch_graph, lower_to_xnnpack
+    from mobilevit.export.int8 import load_int8_data
+
+    x = torch.rand(1, 3, *IMG)
+    calib = load_int8_data("digits", IMG, calib_images=32, max_val=1).calib if int8 else None
+    buffer, _ = lower_to_xnnpack(executorch_graph(model)[0], x, calib)
+    (tmp / "m.pte").write_bytes(buffer)
+    module = _load_for_executorch(str(tmp / "m.pte"), enable_etdump=True, debug_buffer_size=0)
+    for _ in range(runs):
+        module.forward([x])
+    module.write_etdump_result_to_file(str(tmp / "m.etdp"))
+    kinds: dict[str, list[float]] = collections.defaultdict(list)
+    for block in Inspector(etdump_path=str(tmp / "m.etdp")).event_blocks:
+        for event in block.events:
+            if event.perf_data is None:
+                continue
+            kinds[event.name].append(float(np.median(event.perf_data.raw)))
+    return _by_kind(kinds, drop={"Program::load_method", "Method::init"})
+
+
+def ort_profile(model: torch.nn.Module, runs: int, tmp: Path) -> dict[str, tuple[float, int]]:
+    """{op kind: (ms per pass, op count)} from onnxruntime's profiler on our ONNX export."""
+    import onnxruntime as ort
+
+    from mobilevit.export import export_onnx
+
+    export_onnx(model, tmp / "m.onnx", img_size=IMG, batch=1)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling, opts.profile_file_prefix = True, str(tmp / "ort")
+    session = ort.InferenceSession(str(tmp / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    x = np.random.rand(1, 3, *IMG).astype(np.float32)
+    for _ in range(runs + 1):  # the first pass (allocations) is dropped below
+        session.run(None, {"image": x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_node: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[f"{e['args']['op_name']}#{e['name']}"].append(e["dur"] / 1000.0)
+    kinds: dict[str, list[float]] = collections.defaultdict(list)
+    for name, durations in per_node.items():
+        kinds[name.split("#")[0]].append(float(np.mean(durations[1:] or durations)))
+    return _by_kind(kinds)
+
+
+def _by_kind(times: dict[str, list[float]], drop: set[str] = frozenset()) -> dict[str, tuple[float, int]]:
+    """Events named like 'Fully Connected (NC, F32) GEMM #12' summed per kind (the name less its number)."""
+    kinds: dict[str, list[float]] = collections.defaultdict(list)
+    for name, values in times.items():
+        if name in drop:
+            continue
+        kinds[re.sub(r"\s*#?\d+$", "", name)].extend(values)
+    return {k: (sum(v), len(v)) for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))}
+
+
+def _table(profile: dict[str, tuple[float, int]], whole: str) -> str:
+    ops = {k: v for k, v in profile.items() if k not in (whole, "Method::execute")}
+    total = sum(ms for ms, _ in ops.values())
+    lines = ["| op kind | ops | ms per pass | share |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {k} | {n} | {ms:.3f} | {100 * ms / total:.1f}% |" for k, (ms, n) in ops.items() if ms >= 0.005
+    ]
+    note = f"Sum of the ops: {total:.2f} ms"
+    if whole in profile:
+        note += f"; the whole call ({whole}): {profile[whole][0]:.2f} ms"
+    return "\n".join(lines) + f"\n\n{note}.\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mobilevit_s", "mobilevitv2_100"])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from mobilevit.models import create_model
+
+    sections, figures = [], {}
+    for name in args.models:
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        with tempfile.TemporaryDirectory(prefix="mobilevit-profile-") as tmp:
+            profiles = {
+                "onnxruntime fp32": (ort_profile(model, args.runs, Path(tmp)), ""),
+                "ExecuTorch XNNPACK fp32": (
+                    executorch_profile(model, False, args.runs, Path(tmp)),
+                    "DELEGATE_CALL",
+                ),
+                "ExecuTorch XNNPACK int8": (
+                    executorch_profile(model, True, args.runs, Path(tmp)),
+                    "DELEGATE_CALL",
+                ),
+            }
+        for runtime, (profile, whole) in profiles.items():
+            sections.append(f"## {name}, {runtime}, batch 1\n\n{_table(profile, whole)}")
+            figures[f"{name}/{runtime}"] = {k: round(ms, 3) for k, (ms, _) in profile.items()}
+        print(f"{name} profiled", file=sys.stderr, flush=True)
+    body = (
+        "Per-op time of our model at batch 1, 256 px, random weights, after loading: ExecuTorch's "
+        "ETDump (each XNNPACK op's median over the runs; int8 calibrated on 32 digits images) and "
+        "onnxruntime's profiler (each node's mean), summed per op kind. Profiling adds a little to "
+        "each op; compare kinds, not the totals with `latency.py`'s.\n\n" + "\n".join(sections)
+    )
+    command = "python benchmarks/runtime_profile.py " + " ".join(sys.argv[1:])
+    write_doc("runtime_profiles.md", "Where the time goes in each runtime, op by op", body, command.strip())
+    print_json_last(figures)
+
+
+if __name__ == "__main__":
+    main()
