@@ -23,6 +23,8 @@ import torch
 from _common import print_json_last, write_doc
 
 IMG = (256, 256)
+# ExecuTorch events that are not a pass: loading, and the pass as a whole (DELEGATE_CALL is kept)
+_LOADING = {"Program::load_method", "Method::init", "Method::execute"}
 
 
 def executorch_profile(
@@ -46,10 +48,10 @@ def executorch_profile(
     kinds: dict[str, list[float]] = collections.defaultdict(list)
     for block in Inspector(etdump_path=str(tmp / "m.etdp")).event_blocks:
         for event in block.events:
-            if event.perf_data is None:
-                continue
-            kinds[event.name].append(float(np.median(event.perf_data.raw)))
-    return _by_kind(kinds, drop={"Program::load_method", "Method::init"})
+            if event.perf_data is not None and event.name not in _LOADING:
+                # XNNPACK names an op by its kind, repeats as 'Subtract (ND) #4': the kind without the number
+                kinds[re.sub(r"\s*#\d+$", "", event.name)].append(float(np.median(event.perf_data.raw)))
+    return _summed(kinds)
 
 
 def ort_profile(model: torch.nn.Module, runs: int, tmp: Path) -> dict[str, tuple[float, int]]:
@@ -68,28 +70,23 @@ def ort_profile(model: torch.nn.Module, runs: int, tmp: Path) -> dict[str, tuple
     for _ in range(runs + 1):  # the first pass (allocations) is dropped below
         session.run(None, {"image": x})
     events = json.loads(Path(session.end_profiling()).read_text())
-    per_node: dict[str, list[float]] = collections.defaultdict(list)
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)  # (kind, node)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_node[f"{e['args']['op_name']}#{e['name']}"].append(e["dur"] / 1000.0)
+            per_node[e["args"]["op_name"], e["name"]].append(e["dur"] / 1000.0)
     kinds: dict[str, list[float]] = collections.defaultdict(list)
-    for name, durations in per_node.items():
-        kinds[name.split("#")[0]].append(float(np.mean(durations[1:] or durations)))
-    return _by_kind(kinds)
+    for (kind, _), durations in per_node.items():
+        kinds[kind].append(float(np.mean(durations[1:] or durations)))
+    return _summed(kinds)
 
 
-def _by_kind(times: dict[str, list[float]], drop: set[str] = frozenset()) -> dict[str, tuple[float, int]]:
-    """Events named like 'Fully Connected (NC, F32) GEMM #12' summed per kind (the name less its number)."""
-    kinds: dict[str, list[float]] = collections.defaultdict(list)
-    for name, values in times.items():
-        if name in drop:
-            continue
-        kinds[re.sub(r"\s*#?\d+$", "", name)].extend(values)
+def _summed(kinds: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
+    """{kind: (the ops' times summed, op count)}, the most expensive kind first."""
     return {k: (sum(v), len(v)) for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))}
 
 
 def _table(profile: dict[str, tuple[float, int]], whole: str) -> str:
-    ops = {k: v for k, v in profile.items() if k not in (whole, "Method::execute")}
+    ops = {k: v for k, v in profile.items() if k != whole}
     total = sum(ms for ms, _ in ops.values())
     lines = ["| op kind | ops | ms per pass | share |", "|---|---:|---:|---:|"]
     lines += [
