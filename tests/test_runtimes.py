@@ -16,7 +16,7 @@ pytest.importorskip("openvino")
 from mobilevit import create_model  # noqa: E402
 from mobilevit.cli import main  # noqa: E402
 from mobilevit.export import ExportError, export_executorch, export_litert, export_openvino  # noqa: E402
-from mobilevit.export.executorch import load_executorch  # noqa: E402
+from mobilevit.export.executorch import executorch_graph, load_executorch, quantize_for_xnnpack  # noqa: E402
 from mobilevit.export.litert import load_litert  # noqa: E402
 from mobilevit.export.openvino import load_openvino  # noqa: E402
 from mobilevit.export.optimize import optimize_for_inference  # noqa: E402
@@ -73,6 +73,36 @@ def test_the_xnnpack_graph_is_the_same_math(name):
         x = torch.rand(2, 3, *size)
         with torch.no_grad():
             assert max_diff(fast(x), model(x)) <= 1e-4
+
+
+def test_the_int8_graph_keeps_silu_in_int8():
+    # SiLU as an nn.SiLU module is left unannotated by XNNPACKQuantizer: a float island with a
+    # dequantize before and a quantize after it. Written out as x * sigmoid(x), the multiply is
+    # quantized: every activation's result goes straight into a quantize op.
+    model = randomize(create_model("mobilevit_xxs", num_classes=7)).eval()
+    fast = executorch_graph(model)[0]
+    assert not any(isinstance(m, torch.nn.SiLU) for m in fast.modules())
+    calib = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    graph = quantize_for_xnnpack(fast, torch.rand(1, 3, 64, 64), calib).graph
+
+    def only_user(node: torch.fx.Node) -> torch.fx.Node:
+        assert len(node.users) == 1, node.users
+        return next(iter(node.users))
+
+    def name(node: torch.fx.Node) -> str:
+        return getattr(node.target, "__name__", str(node.target))
+
+    sigmoids = [n for n in graph.nodes if n.target == torch.ops.aten.sigmoid.default]
+    assert len(sigmoids) == sum(isinstance(m, torch.nn.SiLU) for m in model.modules()) > 0
+    for sigmoid in sigmoids:  # dq -> sigmoid -> q -> dq -> mul -> q
+        assert name(sigmoid.args[0]) == "dequantize_per_tensor.default"
+        quantized = only_user(sigmoid)
+        assert name(quantized) == "quantize_per_tensor.default"
+        mul = only_user(only_user(quantized))
+        assert mul.target == torch.ops.aten.mul.Tensor
+        # x * sigmoid(x): both factors dequantized from int8, x from the same tensor sigmoid read
+        assert {a.args[0] for a in mul.args} == {sigmoid.args[0].args[0], quantized}
+        assert name(only_user(mul)) == "quantize_per_tensor.default"
 
 
 def test_a_norm_affine_folds_only_into_a_plain_projection():

@@ -71,6 +71,22 @@ def executorch_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str],
     return fast, reference, outputs, shape_for_xnnpack(fast)
 
 
+def quantize_for_xnnpack(module: nn.Module, example: torch.Tensor, calib: np.ndarray) -> torch.fx.GraphModule:
+    """``module`` (an inference graph, already shaped) quantized by PT2E with ExecuTorch's
+    ``XNNPACKQuantizer`` (int8 weights per output channel, int8 activations calibrated on
+    ``calib`` at ``example``'s batch): the converted graph, its int8 ops between quantize /
+    dequantize pairs."""
+    quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", RUNTIME)
+    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
+    quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
+        quantizer_mod.get_symmetric_quantization_config(is_per_channel=True)
+    )
+    with torch.no_grad():
+        prepared = pt2e.prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
+        calibrate(prepared, calib, example.shape[0])
+        return pt2e.convert_pt2e(prepared)
+
+
 def lower_to_xnnpack(
     module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None
 ) -> tuple[bytes, dict[str, Any]]:
@@ -79,16 +95,9 @@ def lower_to_xnnpack(
     exir = require("executorch.exir", RUNTIME)
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", RUNTIME)
     with torch.no_grad():
-        program = torch.export.export(module, (example,))
         if calib is not None:
-            quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", RUNTIME)
-            pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
-            quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
-                quantizer_mod.get_symmetric_quantization_config(is_per_channel=True)
-            )
-            prepared = pt2e.prepare_pt2e(program.module(), quantizer)
-            calibrate(prepared, calib, example.shape[0])
-            program = torch.export.export(pt2e.convert_pt2e(prepared), (example,))
+            module = quantize_for_xnnpack(module, example, calib)
+        program = torch.export.export(module, (example,))
         edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
     report = delegation(edge.exported_program().graph_module)
     return edge.to_executorch().buffer, report

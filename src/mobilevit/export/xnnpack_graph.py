@@ -20,7 +20,10 @@ same computation with what XNNPACK runs: fully-connected layers, pools over rank
   channels-last) and the context vector as a rank-3 ``bmm`` of the scores with the keys taken
   in the [B, P, N, d] order XNNPACK holds them in (no transpose of the keys; a sum with the
   scores as a scalar constant would stay outside the delegate);
-- the classifier's global average pool with ``keepdim``, then a flatten.
+- the classifier's global average pool with ``keepdim``, then a flatten;
+- SiLU written out as ``x * sigmoid(x)``: the two ops both runtimes lower SiLU to in fp32, but
+  now visible to the PT2E quantizers, which quantize the multiply, so an int8 graph keeps
+  the activation in int8 instead of converting to float and back around it.
 
 Before the swaps, each norm's per-channel affine is folded into the 1x1 projection that reads it
 (:func:`fold_norm_affines`): the norm then ends at ``(x - mean) / std``, two elementwise ops fewer.
@@ -162,6 +165,13 @@ class PooledHead(nn.Module):
         return x if pre_logits or self.fc is None else self.fc(x)
 
 
+class Swish(nn.Module):
+    """``nn.SiLU`` as ``x * sigmoid(x)`` (the activation of every MobileViT conv and FFN)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
 @torch.no_grad()
 def fold_norm_affine(norm: nn.Module, consumer: nn.Module) -> bool:
     """Fold ``norm``'s per-channel affine (gamma, beta over d channels) into ``consumer``, the linear
@@ -228,6 +238,8 @@ def _replacement(module: nn.Module) -> nn.Module | None:
         return BmmContextAttention(module)
     if isinstance(module, ClassifierHead):
         return PooledHead(module)
+    if isinstance(module, nn.SiLU):
+        return Swish()
     return None
 
 
