@@ -1,5 +1,7 @@
 """Where the time goes, op by op: our model through ExecuTorch (XNNPACK, fp32 and int8, from
-ExecuTorch's ETDump) and through onnxruntime fp32 (its profiler), batch 1, 256 px, random weights.
+ExecuTorch's ETDump) and through onnxruntime fp32 (its profiler), batch 1, 256 px, random weights;
+for LiteRT int8, whose Python API has no per-op timer, the ops of the file by kind and output type
+(which ops stay in float).
 
 Each runtime runs the model ``--runs`` times after loading; the per-op figures are each op's
 median over the runs (ExecuTorch) or its mean (onnxruntime), summed over the ops of one kind.
@@ -85,6 +87,28 @@ def _summed(kinds: dict[str, list[float]]) -> dict[str, tuple[float, int]]:
     return {k: (sum(v), len(v)) for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))}
 
 
+def litert_int8_ops(model: torch.nn.Module, tmp: Path) -> dict[str, int]:
+    """{'OP (output type)': count} of our model's LiteRT int8 file, read with LiteRT's flatbuffer schema."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from mobilevit.export.int8 import load_int8_data
+    from mobilevit.export.litert import convert_litert, litert_graph
+
+    calib = load_int8_data("digits", IMG, calib_images=32, max_val=1).calib
+    convert_litert(litert_graph(model)[0], torch.rand(1, 3, *IMG), calib).export(str(tmp / "m.tflite"))
+    flat = schema.Model.GetRootAsModel((tmp / "m.tflite").read_bytes(), 0)
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = flat.Subgraphs(0)
+    counts: collections.Counter[str] = collections.Counter()
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = flat.OperatorCodes(op.OpcodeIndex())  # small codes sit in the deprecated field
+        kind = op_names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        counts[f"{kind} ({type_names[graph.Tensors(op.Outputs(0)).Type()]})"] += 1
+    return dict(counts.most_common())
+
+
 def _table(profile: dict[str, tuple[float, int]], whole: str) -> str:
     ops = {k: v for k, v in profile.items() if k != whole}
     total = sum(ms for ms, _ in ops.values())
@@ -124,15 +148,25 @@ def main() -> None:
                     "DELEGATE_CALL",
                 ),
             }
+            litert_ops = litert_int8_ops(model, Path(tmp))
         for runtime, (profile, whole) in profiles.items():
             sections.append(f"## {name}, {runtime}, batch 1\n\n{_table(profile, whole)}")
             figures[f"{name}/{runtime}"] = {k: round(ms, 3) for k, (ms, _) in profile.items()}
+        inventory = "\n".join(f"| {k} | {n} |" for k, n in litert_ops.items())
+        sections.append(
+            f"## {name}, LiteRT int8: the ops of the file (no per-op timer)\n\n"
+            f"| op (output type) | ops |\n|---|---:|\n{inventory}\n"
+        )
+        figures[f"{name}/LiteRT int8 ops"] = litert_ops
         print(f"{name} profiled", file=sys.stderr, flush=True)
     body = (
         "Per-op time of our model at batch 1, 256 px, random weights, after loading: ExecuTorch's "
         "ETDump (each XNNPACK op's median over the runs; int8 calibrated on 32 digits images) and "
         "onnxruntime's profiler (each node's mean), summed per op kind. Profiling adds a little to "
-        "each op; compare kinds, not the totals with `latency.py`'s.\n\n" + "\n".join(sections)
+        "each op; compare kinds, not the totals with `latency.py`'s. LiteRT's Python interpreter "
+        "has no per-op timer: for its int8 file, the ops by kind and by the type of their output "
+        "(FLOAT32 ops run in float, with DEQUANTIZE / QUANTIZE ops at the edges of each float "
+        "stretch).\n\n" + "\n".join(sections)
     )
     command = "python benchmarks/runtime_profile.py " + " ".join(sys.argv[1:])
     write_doc("runtime_profiles.md", "Where the time goes in each runtime, op by op", body, command.strip())
