@@ -6,7 +6,8 @@ dims of a rank-4 tensor, keeping them. A graph that uses those ops runs them on 
 portable (reference) kernels, outside the delegate, with a copy in and out of it each time.
 :func:`shape_for_xnnpack` swaps, in a BN-folded copy, each such module for one that writes the
 same computation with what XNNPACK runs: fully-connected layers, pools over rank-4 views,
-``bmm``, permutes, softmax over the last dim. The outputs are the model's (up to float rounding).
+``bmm``, permutes, softmax over the last dim; and SiLU, which XNNPACK runs, in the form the int8
+quantizers take. The outputs are the model's (up to float rounding).
 
 - LayerNorm over the tokens' last dim (v1's transformer, Section 3.1): mean and variance as a
   fully-connected layer onto one output (a 1/d row), so they stay in the tokens' own layout (a
@@ -244,10 +245,11 @@ def _replacement(module: nn.Module) -> nn.Module | None:
 
 
 def shape_for_xnnpack(model: nn.Module, keep: tuple[type[nn.Module], ...] = ()) -> int:
-    """Swap, in place, every module XNNPACK would leave to portable kernels for its rewrite (the
-    module docstring lists them), except those of the types in ``keep``; ``model`` must be an
-    inference copy (BN folded, eval mode). Returns the number of modules swapped. The norms'
-    affines are folded into their readers first (:func:`fold_norm_affines`)."""
+    """Swap, in place, every module XNNPACK would leave to portable kernels (or an int8 graph to
+    float) for its rewrite (the module docstring lists them), except those of the types in
+    ``keep``; ``model`` must be an inference copy (BN folded, eval mode). Returns the number of
+    modules swapped. The norms' affines are folded into their readers first
+    (:func:`fold_norm_affines`)."""
     fold_norm_affines(model)
     swapped = 0
     for parent in list(model.modules()):
