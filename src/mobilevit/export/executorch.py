@@ -76,7 +76,7 @@ def quantize_for_xnnpack(module: nn.Module, example: torch.Tensor, calib: np.nda
     ``XNNPACKQuantizer`` (int8 weights per output channel, int8 activations calibrated on
     ``calib`` at ``example``'s batch): the converted graph, its int8 ops between quantize /
     dequantize pairs. The attention's bmm and softmax stay float: XNNPACK's partitioner takes
-    ``bmm`` in fp32 only, so an int8 one would leave the delegate."""
+    both in fp32 only, so int8 ones would leave the delegate."""
     quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", RUNTIME)
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
     quantizer = quantizer_mod.XNNPACKQuantizer().set_global(

@@ -93,7 +93,8 @@ def convert_litert(module: nn.Module, example: torch.Tensor, calib: np.ndarray |
             return litert_torch.convert(module, (example,))
         # The attention's bmm and softmax stay float, with (de)quantize ops around them: LiteRT's
         # XNNPACK delegate takes no int8 BATCH_MATMUL (annotated int8, it runs on the builtin
-        # kernels between delegate pieces, far slower). The residual adds stay float too (the
+        # kernels between delegate pieces, far slower), and the softmax sits between two of
+        # them. The residual adds stay float too (the
         # stock annotator finds adds by source partition, which torch.export's graph lacks);
         # annotated int8 by aten op, they changed neither the time nor the agreement.
         q = require("litert_torch.quantize.pt2e_quantizer", RUNTIME)
