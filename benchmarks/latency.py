@@ -281,6 +281,7 @@ def main() -> None:
                 compile=args.compile,
                 transformers=batch == 1 or args.transformers_large,
                 int8=batch > 1 and name in args.int8_models,
+                thread_check=batch == 1,
                 runtimes=tuple(
                     r
                     for r in args.runtimes
@@ -416,6 +417,7 @@ def runtime_figures(rows: list[PathResult], models: list[str]) -> dict[str, Any]
     xnn_int8 = [v for v in xnn_int8 if v is not None]
     ort32_s = _ms(rows, "mobilevit_s", "mobilevit", "onnxruntime", 32)
     return {
+        "ort_thread_speedup_b1": ort_thread_speedup(rows, models),  # the run's second-core check
         "ratio_executorch_fp32_vs_ort_b1": {
             short(m): _ratio(_ms(rows, m, "mobilevit", "executorch", 1), ort[m]) for m in models
         },
@@ -478,6 +480,34 @@ def matched_ratios(rows: list[PathResult], pairs: list[tuple[str, str]]) -> dict
     return out
 
 
+def ort_thread_speedup(rows: list[PathResult], models: list[str]) -> dict[str, float | None]:
+    """Per model, onnxruntime's one-thread time over its default session's at batch 1."""
+    return {
+        short(m): _ratio(
+            _ms(rows, m, "mobilevit", "onnxruntime_1thread", 1), _ms(rows, m, "mobilevit", "onnxruntime", 1)
+        )
+        for m in models
+    }
+
+
+def thread_check_note(rows: list[PathResult], models: list[str], threads: int) -> str:
+    """What onnxruntime's one-thread session says about the run's cores (batch 1)."""
+    speedup = ort_thread_speedup(rows, models)
+    measured = ", ".join(f"{m} {v:.2f}x" for m, v in speedup.items() if v is not None)
+    if not measured:
+        return "Second-core check: not run (no batch-1 onnxruntime rows)."
+    return (
+        f"Second-core check: onnxruntime with {threads} threads against one, batch 1: {measured}. "
+        "On a shared host the second core is sometimes another guest's for a while, and that slows "
+        "onnxruntime more than the XNNPACK runtimes. On the AMD EPYC family-26 kind, S at batch 1 with two "
+        "threads against one: onnxruntime 14.5-15.4 against 25.0-25.7 ms (1.65-1.77x) in quiet processes, "
+        "19.7 ms (1.27x) in a contended one; in A/B runs of the three, onnxruntime / LiteRT int8 / LiteRT "
+        "fp32 took 13.3-14.4 / 8.1-8.6 / 12.2-12.8 ms quiet and 19.5-21.1 / 9.1-9.9 / 14.7-15.8 ms "
+        "contended. A speedup well below the quiet one means the ratios against onnxruntime in this run "
+        "flatter the other runtimes."
+    )
+
+
 def _doc_body(
     args,
     rows,
@@ -508,7 +538,9 @@ def _doc_body(
         "memory inside, the MobileViT blocks' unfold / fold one copy each; fed ordinary contiguous images), "
         "`optimized_nchw` = the same kept in contiguous memory; `compiled` = `torch.compile` (inductor, "
         "weights frozen) of our optimized / timm's eager model; `onnxruntime` = the ONNX export (opset 17, fixed "
-        "shape) in onnxruntime, intra-op threads = torch threads, inter-op 1, all graph optimisations.",
+        "shape) in onnxruntime, intra-op threads = torch threads, inter-op 1, all graph optimisations; "
+        "`onnxruntime_1thread` = the same file in a one-thread session, the run's check of its second core.",
+        thread_check_note(rows, models, args.threads),
     ]
     for b in args.batches:
         what = "latency per pass" if b == 1 else "time per image (pass time / batch)"

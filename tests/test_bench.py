@@ -19,6 +19,7 @@ FP32_PATHS = {
     "mobilevit/optimized",
     "mobilevit/optimized_nchw",
     "mobilevit/onnxruntime",
+    "mobilevit/onnxruntime_1thread",  # thread_check: the second-core check
     "timm/eager",
     "timm/channels_last",
     "timm/onnxruntime",
@@ -32,7 +33,7 @@ def paths() -> list[InferencePath]:
     # compile=False: torch.compile of two models takes over a minute on 2 cores, too slow for the unit
     # suite; the skip-on-failure logic is tested below, and benchmarks/latency.py checks the compiled
     # paths' agreement with eager in every run (docs/benchmarks.md, "All figures").
-    return build_paths("mobilevit_xxs", 2, SIZE, peers=True, compile=False, bf16=True)
+    return build_paths("mobilevit_xxs", 2, SIZE, peers=True, compile=False, bf16=True, thread_check=True)
 
 
 def test_build_paths_names(paths):
@@ -119,3 +120,38 @@ def test_int8_path_is_its_own_precision():
     assert int8.precision == "int8" and int8.skipped is None
     agreement = check_agreement(got, 2, SIZE)["mobilevit/onnxruntime_int8"]
     assert 0.0 <= agreement["top1_agreement"] <= 1.0 and agreement["max_rel_diff"] < 1.0
+
+
+def test_machine_info_names_the_cpu_generation(monkeypatch):
+    # "AMD EPYC" alone covers Zen 4 (family 25) and Zen 5 (family 26), whose runtime ratios differ
+    import builtins
+    import io
+
+    from mobilevit.bench import timing
+
+    cpuinfo = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+        "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    )
+    real_open = builtins.open
+    monkeypatch.setattr(timing.platform, "processor", lambda: "")
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda f, *a, **k: io.StringIO(cpuinfo) if f == "/proc/cpuinfo" else real_open(f, *a, **k),
+    )
+    info = timing.machine_info()
+    assert info["cpu"] == "AMD EPYC, family 26 model 2"
+    assert info["extensions"] == ["avx2", "avx512f", "avx512_vnni"]
+
+
+def test_ort_session_threads(tmp_path):
+    # the second-core check is only a check if its session really runs on one intra-op thread
+    from mobilevit.bench.timing import ort_session
+    from mobilevit.export import export_onnx
+    from mobilevit.models import create_model
+
+    export_onnx(create_model("mobilevit_xxs").eval(), tmp_path / "m.onnx", img_size=SIZE)
+    assert ort_session(tmp_path / "m.onnx", threads=1).get_session_options().intra_op_num_threads == 1
+    default = ort_session(tmp_path / "m.onnx").get_session_options().intra_op_num_threads
+    assert default == torch.get_num_threads()

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,21 +65,29 @@ def _compiled_path(owner: str, model: nn.Module, x: torch.Tensor) -> InferencePa
     return InferencePath("compiled", owner, compiled, setup_s=time.perf_counter() - t0)
 
 
-def _ort_path(owner: str, export: Callable[[Path], None]) -> InferencePath:
-    """An onnxruntime session on the file ``export`` writes (to a temp dir, removed once loaded)."""
+def _ort_path(owner: str, export: Callable[[Path], None], one_thread: bool = False) -> list[InferencePath]:
+    """An onnxruntime session on the file ``export`` writes (to a temp dir, removed once loaded);
+    with ``one_thread``, also a session on it with one intra-op thread (``onnxruntime_1thread``),
+    the run's check of its second core (see :func:`build_paths`)."""
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
             onnx_file = Path(tmp) / "model.onnx"
             export(onnx_file)
-            session = ort_session(onnx_file)
+            sessions = {"onnxruntime": ort_session(onnx_file)}
+            if one_thread:
+                sessions["onnxruntime_1thread"] = ort_session(onnx_file, threads=1)
     except ImportError as e:
-        return InferencePath("onnxruntime", owner, None, skipped=first_line(e))
+        return [InferencePath("onnxruntime", owner, None, skipped=first_line(e))]
+    setup_s = time.perf_counter() - t0
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    def runner(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
-    return InferencePath("onnxruntime", owner, run, setup_s=time.perf_counter() - t0)
+        return run
+
+    return [InferencePath(name, owner, runner(s), setup_s=setup_s) for name, s in sessions.items()]
 
 
 def _torch_onnx_export(model: nn.Module, x: torch.Tensor, onnx_file: Path, opset: int = 17) -> None:
@@ -148,6 +157,7 @@ def _our_paths(
     bf16: bool,
     int8: bool = False,
     runtimes: tuple[str, ...] = (),
+    thread_check: bool = False,
 ) -> list[InferencePath]:
     from ..export import export_onnx, optimize_for_inference
     from ..models import create_model
@@ -167,7 +177,7 @@ def _our_paths(
         def export(onnx_file: Path) -> None:  # BN folded and checked against eager in onnxruntime
             export_onnx(model, onnx_file, img_size=(x.shape[-2], x.shape[-1]), batch=x.shape[0])
 
-        paths.append(_ort_path("mobilevit", export))
+        paths += _ort_path("mobilevit", export, one_thread=thread_check)
     if bf16:
         paths.append(InferencePath("optimized_bf16", "mobilevit", _bf16_fn(fast), precision="bf16"))
     if int8:
@@ -201,7 +211,7 @@ def _timm_paths(
     if compile:
         paths.append(_compiled_path("timm", model, x))
     if onnx:
-        paths.append(_ort_path("timm", lambda f: _torch_onnx_export(model, x, f)))
+        paths += _ort_path("timm", lambda f: _torch_onnx_export(model, x, f))
     if bf16:
         paths.append(InferencePath("eager_bf16", "timm", _bf16_fn(model), precision="bf16"))
     if runtimes:  # timm's model as built, through the same runtimes
@@ -244,6 +254,7 @@ def build_paths(
     transformers: bool = True,
     int8: bool = False,
     runtimes: tuple[str, ...] = (),
+    thread_check: bool = False,
 ) -> list[InferencePath]:
     """Every inference path of ``model_name`` at ``batch`` x 3 x ``img_size``, ready to time.
 
@@ -254,7 +265,11 @@ def build_paths(
     (our export quantized by onnxruntime) and, with ``compile``, ``mobilevit/compiled_int8`` (PyTorch's
     x86 int8: PT2E + inductor), both calibrated on the built-in digits; ``runtimes`` (names from
     :data:`~.runtime_paths.RUNTIME_PATHS`) adds ours and timm's model through ExecuTorch, LiteRT
-    and OpenVINO (:mod:`.runtime_paths`). ONNX graphs and compiled code are
+    and OpenVINO (:mod:`.runtime_paths`). ``thread_check`` adds ``mobilevit/onnxruntime_1thread``,
+    our ONNX export in a one-thread session: its time over the ``onnxruntime`` row's is how much
+    the second core gave onnxruntime in this run. A host that shares that core (a busy VM
+    neighbour) slows onnxruntime's static split of the work more than XNNPACK's or OpenVINO's
+    dynamic one, so ratios against onnxruntime are read against that figure. ONNX graphs and compiled code are
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).
@@ -271,7 +286,7 @@ def build_paths(
     if compile:
         torch._dynamo.reset()
     x = torch.rand(batch, 3, *size)
-    paths = _our_paths(model_name, x, compile, onnx, bf16, int8, runtimes)
+    paths = _our_paths(model_name, x, compile, onnx, bf16, int8, runtimes, thread_check)
     if peers:
         paths += _timm_paths(model_name, x, compile, onnx, bf16, runtimes)
         if transformers:
@@ -355,6 +370,7 @@ def run_side_by_side(
     transformers: bool = True,
     int8: bool = False,
     runtimes: tuple[str, ...] = (),
+    thread_check: bool = False,
 ) -> list[PathResult]:
     """Build, check and time every path of one model at one batch size; frees them afterwards.
 
@@ -372,6 +388,7 @@ def run_side_by_side(
         transformers=transformers,
         int8=int8,
         runtimes=runtimes,
+        thread_check=thread_check,
     )
     agreement = check_agreement(paths, batch, img_size)  # also the first warm-up pass of every path
     x = torch.rand(batch, 3, *img_size)

@@ -81,19 +81,30 @@ def summarize_times(times_ms: list[float], batch: int) -> Latency:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, thread count and versions, for the header of every benchmark table."""
+    """CPU model, thread count and versions, for the header of every benchmark table.
+
+    On x86 Linux the CPU name carries its family and model numbers: a name such as "AMD EPYC"
+    covers generations whose kernels differ (family 25 is Zen 3 / Zen 4, 26 is Zen 5), and the
+    runtimes' ratios differ with them."""
     cpu = platform.processor() or platform.machine()
     flags: list[str] = []
+    ident: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name") and cpu in ("", platform.machine()):
-                    cpu = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and cpu in ("", platform.machine()):
+                    cpu = value.strip()
+                elif key in ("cpu family", "model"):
+                    ident.setdefault(key, value.strip())
+                elif key == "flags":
+                    flags = value.split()
                     break
     except OSError:
         pass
+    if "cpu family" in ident and "model" in ident:
+        cpu = f"{cpu}, family {ident['cpu family']} model {ident['model']}"
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
     return {
         "cpu": cpu,
@@ -141,12 +152,13 @@ class InferencePath:
         return self.fn(x)
 
 
-def ort_session(onnx_file: Path) -> Any:
-    """An onnxruntime CPU session on ``onnx_file`` with torch's thread count, all graph optimisations."""
+def ort_session(onnx_file: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on ``onnx_file`` with ``threads`` intra-op threads (default: torch's
+    thread count), all graph optimisations."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
