@@ -498,13 +498,13 @@ def thread_check_note(rows: list[PathResult], models: list[str], threads: int) -
         return "Second-core check: not run (no batch-1 onnxruntime rows)."
     return (
         f"Second-core check: onnxruntime with {threads} threads against one, batch 1: {measured}. "
-        "On a shared host the second core is sometimes another guest's for a while, and that slows "
-        "onnxruntime more than the XNNPACK runtimes. On the AMD EPYC family-26 kind, S at batch 1 with two "
-        "threads against one: onnxruntime 14.5-15.4 against 25.0-25.7 ms (1.65-1.77x) in quiet processes, "
-        "19.7 ms (1.27x) in a contended one; in A/B runs of the three, onnxruntime / LiteRT int8 / LiteRT "
-        "fp32 took 13.3-14.4 / 8.1-8.6 / 12.2-12.8 ms quiet and 19.5-21.1 / 9.1-9.9 / 14.7-15.8 ms "
-        "contended. A speedup well below the quiet one means the ratios against onnxruntime in this run "
-        "flatter the other runtimes."
+        "On a shared host the second core is sometimes another guest's for a while, and that slows each "
+        "runtime by its own amount. On the AMD EPYC family-26 kind, quiet rounds gave onnxruntime 1.6-1.8x "
+        "and contended ones 1.25-1.36x; from quiet to contended rounds S at batch 1 slowed 1.41x in "
+        "onnxruntime, 1.23x in ExecuTorch and 1.19x in LiteRT, XXS 1.2x, 1.75x and 1.0x "
+        "(`benchmarks/runtime_ab.py`). A speedup well below the quiet one means this run's ratios "
+        "between runtimes are not the CPU's; `runtime_ab.py` gives the batch-1 runtime ratios over "
+        "quiet rounds only."
     )
 
 

@@ -268,8 +268,8 @@ def build_paths(
     and OpenVINO (:mod:`.runtime_paths`). ``thread_check`` adds ``mobilevit/onnxruntime_1thread``,
     our ONNX export in a one-thread session: its time over the ``onnxruntime`` row's is how much
     the second core gave onnxruntime in this run. A host that shares that core (a busy VM
-    neighbour) slows onnxruntime's static split of the work more than XNNPACK's or OpenVINO's
-    dynamic one, so ratios against onnxruntime are read against that figure. ONNX graphs and compiled code are
+    neighbour) slows each runtime by a different amount, so ratios between runtimes are read
+    against that figure. ONNX graphs and compiled code are
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).
