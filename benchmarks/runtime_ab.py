@@ -127,6 +127,10 @@ def main() -> None:
     args = p.parse_args()
     if args.rounds < 1 or args.iters < 1 or args.threads < 1:
         raise SystemExit("--rounds, --iters and --threads must be >= 1")
+    if args.quiet_speedup <= 1:
+        raise SystemExit(
+            f"--quiet-speedup must be above 1 (two threads against one), got {args.quiet_speedup}"
+        )
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     summaries = {}
