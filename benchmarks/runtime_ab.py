@@ -1,9 +1,9 @@
 """The issue-17 batch-1 ratios (ExecuTorch / LiteRT, fp32 and int8, against our onnxruntime fp32
 path) with each round checked for a contended second core.
 
-On a shared host (a VM whose two cores are not always its own) a busy neighbour slows onnxruntime's
-two-thread session far more than the XNNPACK runtimes, so a run's ratios against onnxruntime can
-look better than the CPU gives. Each round here times every path (``--iters`` passes each, order
+On a shared host (a VM whose two cores are not always its own) a busy neighbour slows each
+runtime by its own amount (measured here: onnxruntime's two-thread session most for S, ExecuTorch
+most for XXS), so a run's ratios between runtimes need not be the CPU's. Each round here times every path (``--iters`` passes each, order
 rotated) together with our ONNX export in a one-thread session; a round is *quiet* when
 onnxruntime's two-thread time is at most ``1 / --quiet-speedup`` of its one-thread time in that
 round. The ratios are medians of per-round ratios over the quiet rounds (the contended rounds'
