@@ -117,6 +117,63 @@ def test_ema_of_weights_and_buffers():
     assert warm.current_momentum() == 1.0
 
 
+def test_ema_warmup_is_timms_and_forgets_the_start():
+    from timm.utils import ModelEmaV3
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    ours = ModelEMA(model, momentum=5e-4, warmup=True)
+    theirs = ModelEmaV3(model, decay=1 - 5e-4, use_warmup=True, warmup_power=0.75)
+    for done in (0, 1, 10, 100, 1000, 30_000):  # updates done; timm's loop passes the 1-based count
+        ours.updates = done
+        assert ours.current_momentum() == pytest.approx(1 - theirs.get_decay(done + 1), rel=1e-9), done
+    # a model that moves from 0 to 1 at its first step and stays there: after 1,000 updates the
+    # EMA holds almost nothing of the start (the old 1 / (n + 1) ramp kept 1 / 1001 of it: 1e-3)
+    ema = ModelEMA(model, momentum=1e-3, warmup=True)
+    with torch.no_grad():
+        ema.module.weight.zero_()
+        model.weight.fill_(1.0)
+    for _ in range(1000):
+        ema.update(model)
+    assert 1 - ema.module.weight.min().item() < 1e-6
+    constant = ModelEMA(model, momentum=1e-3, warmup=False)
+    assert constant.current_momentum() == 1e-3
+
+
+def test_best_keeps_the_better_of_raw_and_ema_in_a_run_the_ema_cannot_follow(tmp_path, shapes_root):
+    """An EMA far too slow for the run (constant momentum 1e-4: it stays the random start) must
+    never be kept as best over better raw weights; the file records which weights it holds."""
+    from mobilevit.engine.evaluate import evaluate_weights
+    from mobilevit.weights import read_weights_meta
+
+    cfg = tiny_cfg(
+        tmp_path,
+        shapes_root,
+        "optim.epochs=3",
+        "optim.lr=5e-3",
+        "ema.momentum=1e-4",
+        "ema.warmup=false",
+    )
+    summary = train(cfg)
+    out = Path(summary["out_dir"])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    best_meta = read_weights_meta(out / "best.safetensors").extra
+    assert best_meta["weights"] in ("raw", "ema")
+    ev = [f"data.root={shapes_root}", "data.img_size=32", "data.eval_resize=32", "data.num_workers=0"]
+    best = evaluate_weights(out / "best.safetensors", overrides=ev + [f"run.out_dir={tmp_path / 'e1'}"])[
+        "top1"
+    ]
+    last = evaluate_weights(out / "last.safetensors", overrides=ev + [f"run.out_dir={tmp_path / 'e2'}"])[
+        "top1"
+    ]
+    assert best >= last
+    kept = max(max(r["val_top1"], r["val_ema_top1"]) for r in rows)
+    assert float(best_meta["val_top1"]) == pytest.approx(kept) == pytest.approx(best)
+    chosen = max(rows, key=lambda r: max(r["val_top1"], r["val_ema_top1"]))
+    expected = "raw" if chosen["val_top1"] > chosen["val_ema_top1"] else "ema"
+    assert best_meta["weights"] == expected == summary["best_weights"]
+    assert f"{expected} weights" in (out / "report.md").read_text()
+
+
 def test_warmup_cosine_schedule_of_the_paper():
     total, warm = 10_000, 3000
     lr = [warmup_cosine(s, total, 2e-3, 2e-4, warm, 2e-4) for s in range(total + 1)]
@@ -173,6 +230,24 @@ def test_train_writes_run_files_and_cli_eval_predict(tmp_path, shapes_root, caps
     assert (
         str(img) in printed and sum(c in printed for c in ("star", "ellipse", "triangle", "rectangle")) == 4
     )
+    # --json: standard output is the JSON alone (a missing file: its entry's error, a line on stderr)
+    assert (
+        main(
+            [
+                "predict",
+                str(img),
+                str(tmp_path / "gone.png"),
+                "--weights",
+                str(out / "best.safetensors"),
+                "--json",
+            ]
+        )
+        == 2
+    )
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert got[0]["image"] == str(img) and len(got[0]["top"]) == 4 and "error" in got[1]
+    assert "gone.png: error" in captured.err
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path, shapes_root):
@@ -279,10 +354,11 @@ def test_bad_config_fails_before_any_work(tmp_path, override, msg, capsys):
 
 
 def test_recipes_load():
+    from mobilevit.engine.config import read_recipe
+
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        cfg = load_config(
-            path, ["data.root=/data/imagenet"] if "imagenet" in path.name or "finetune" in path.name else []
-        )
+        needs_root = read_recipe(path).get("data", {}).get("root") == ""  # "required: data.root=..."
+        cfg = load_config(path, ["data.root=/data/imagenet"] if needs_root else [])
         assert cfg.optim.epochs > 0, path
 
 
@@ -312,6 +388,7 @@ def _tiny_args(tmp_path, root, *extra):
     ]
 
 
+@pytest.mark.subprocess
 def test_ddp_two_processes_on_cpu(tmp_path, shapes_root):
     args = [
         "-m",
@@ -335,6 +412,8 @@ def test_ddp_two_processes_on_cpu(tmp_path, shapes_root):
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_writes_a_resume_file(tmp_path, shapes_root):
     proc = _run_cli(["-m", "mobilevit.cli", "train", *_tiny_args(tmp_path, shapes_root, "optim.epochs=200")])
     metrics = tmp_path / "run" / "metrics.jsonl"

@@ -123,8 +123,13 @@ class OptimConfig:
 @dataclass
 class EMAConfig:
     enabled: bool = True
-    momentum: float = 5e-4  # ema = (1 - momentum) * ema + momentum * weights, every step
-    warmup: bool = False  # ramp momentum from 1 down (useful for short runs)
+    momentum: float = 5e-4  # ema = (1 - momentum) * ema + momentum * weights, every step (the floor)
+    # Warmup that forgets the random start: momentum max(momentum, (1 + step / gamma) ** -power)
+    # (timm's ModelEmaV3). Its horizon grows like step ** power, so it suits a run of any length;
+    # false: the paper's constant momentum from the first step.
+    warmup: bool = True
+    warmup_power: float = 0.75
+    warmup_gamma: float = 1.0
     # Before evaluating the EMA model, re-estimate its BatchNorm statistics on this many training
     # batches (on a copy; "precise BN"). 0: off, the paper's setting. Short runs with large steps
     # need it: the average of BN statistics then no longer matches the averaged weights.
@@ -133,6 +138,11 @@ class EMAConfig:
     def validate(self) -> None:
         if not 0 < self.momentum <= 1:
             raise ConfigError(f"ema.momentum must be in (0, 1], got {self.momentum}")
+        if self.warmup_power <= 0 or self.warmup_gamma <= 0:
+            raise ConfigError(
+                f"ema.warmup_power and ema.warmup_gamma must be positive, got {self.warmup_power} "
+                f"and {self.warmup_gamma}"
+            )
         if self.recalibrate_bn < 0:
             raise ConfigError(f"ema.recalibrate_bn must be >= 0, got {self.recalibrate_bn}")
 
@@ -322,6 +332,10 @@ class DetTrainConfig:
     to_dict = TrainConfig.to_dict
 
 
+# the config of any built-in task: what the engine (Trainer, train, evaluate) takes
+AnyTrainConfig = TrainConfig | SegTrainConfig | DetTrainConfig
+
+
 def _accepted(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -428,5 +442,5 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
     return cfg.validate()
 
 
-def save_config(cfg: Any, path: str | Path) -> None:
+def save_config(cfg: AnyTrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,6 +1,14 @@
-"""Exponential moving average of weights *and* BatchNorm buffers, updated every step.
+"""Exponential moving average of weights *and* BatchNorm buffers, updated every optimizer step.
 
-The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` with m = 5e-4.
+The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` with m = 5e-4,
+for a run of 375k steps. A short run needs a warmup that forgets the random start: with
+``warmup`` the momentum at update ``n`` is ``max(m, (1 + n / gamma) ** -power)`` (timm's
+``ModelEmaV3`` warmup, ``decay = 1 - (1 + n / gamma) ** -power``). Its averaging horizon grows
+like ``n ** power``, a shrinking fraction of the run, so the weights of the first steps carry a
+weight of about ``exp(-4 (n ** 0.25 - 1))`` at ``power = 3/4`` (1e-8 after 1,000 steps), whatever
+the run's length; ``m`` only takes over once ``n > m ** (-1 / power)`` (25k steps for the
+paper's 5e-4). The plain ``1 / (n + 1)`` ramp, by contrast, is the mean of *every* weight since
+the start until ``n = 1 / m``, random initialisation included.
 """
 
 from __future__ import annotations
@@ -14,24 +22,38 @@ from torch import nn
 
 
 class ModelEMA:
-    def __init__(self, model: nn.Module, momentum: float = 5e-4, warmup: bool = False) -> None:
+    """An EMA copy of ``model`` (in eval mode, no gradients), updated with :meth:`update`: the
+    paper's constant ``momentum``, or with ``warmup`` (the training config's default) timm's ramp.
+    Update ``n`` (0-based) uses what timm's ``ModelEmaV3.get_decay(n + 1)`` gives, as timm's own
+    training loop calls it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        momentum: float = 5e-4,
+        warmup: bool = False,
+        warmup_power: float = 0.75,
+        warmup_gamma: float = 1.0,
+    ) -> None:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.momentum = momentum
         self.warmup = warmup
+        self.warmup_power = warmup_power
+        self.warmup_gamma = warmup_gamma
         self.updates = 0
 
     def current_momentum(self) -> float:
+        """The weight of the live model in the next average (1.0 before the first update)."""
         if not self.warmup:
             return self.momentum
-        # ramp: average everything seen so far at first, then settle at ``momentum``
-        return max(self.momentum, 1.0 / (self.updates + 1))
+        return max(self.momentum, (1.0 + self.updates / self.warmup_gamma) ** -self.warmup_power)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        self.updates += 1
         m = self.current_momentum()
+        self.updates += 1
         ema_state = self.module.state_dict()
         floats_e, floats_m = [], []
         for key, value in model.state_dict().items():

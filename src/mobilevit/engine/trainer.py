@@ -28,12 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import MultiScaleBatchSampler
-from ..export.optimize import channels_last_pays
+from ..layout import channels_last_pays
 from ..models import create_model
 from ..weights import WeightsMeta, write_weights
 from . import dist as D
 from .checkpoint import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
-from .config import save_config
+from .config import AnyTrainConfig, save_config
 from .ema import ModelEMA, recalibrated_copy
 from .errors import TrainingError
 from .metrics import MetricsLog, plot_curves
@@ -68,6 +68,7 @@ class TrainState:
     global_step: int = 0  # optimizer steps (skipped ones included: the schedule stays on time)
     best_score: float = -1.0
     best_epoch: int = -1
+    best_weights: str = ""  # raw | ema: which weights best.safetensors holds
     nonfinite_in_row: int = 0
     skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss
     bad_files: list[str] = field(default_factory=list)
@@ -128,7 +129,7 @@ def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: 
 class Trainer:
     """Builds a run from a config (``cfg.task`` picks the plug-in) and trains it with :meth:`fit`."""
 
-    def __init__(self, cfg: Any, resume: str | Path | None = None) -> None:
+    def __init__(self, cfg: AnyTrainConfig, resume: str | Path | None = None) -> None:
         self.cfg = cfg
         r = cfg.run
         self.info = D.init_distributed(r.device)
@@ -169,12 +170,14 @@ class Trainer:
             self.optimizer, self.steps_per_epoch * o.epochs, o.lr, o.min_lr, o.warmup_iters, o.warmup_start_lr
         )
         e = cfg.ema
-        self.ema = ModelEMA(self.model, e.momentum, e.warmup) if e.enabled else None
+        self.ema = (
+            ModelEMA(self.model, e.momentum, e.warmup, e.warmup_power, e.warmup_gamma) if e.enabled else None
+        )
         self.recalibrate_bn = e.recalibrate_bn
         self.metrics = MetricsLog(self.out) if self.info.is_main else None
         self.max_nonfinite, self.max_steps, self.log_every = r.max_nonfinite, r.max_steps, r.log_every
         self.grad_clip = o.grad_clip
-        self.bad_limit = getattr(cfg.data, "max_bad_fraction", 1.0) * len(self.train_ds)
+        self.bad_limit = self.task.max_bad_fraction() * len(self.train_ds)
         self.state = TrainState()
         self._stop_signal: str | None = None
         self._steps_at_start = 0
@@ -193,10 +196,24 @@ class Trainer:
             )
         kw = {"rank": info.rank, "world_size": info.world_size}
         self.train_sampler = MultiScaleBatchSampler(
-            len(self.train_ds), b.base_size, b.batch_size, b.resolutions, True, True, cfg.run.seed, **kw
+            len(self.train_ds),
+            b.base_size,
+            b.batch_size,
+            resolutions=b.resolutions,
+            shuffle=True,
+            drop_last=True,
+            seed=cfg.run.seed,
+            **kw,
         )
         self.val_sampler = MultiScaleBatchSampler(
-            len(self.val_ds), b.base_size, b.val_batch_size, None, False, False, pad=False, **kw
+            len(self.val_ds),
+            b.base_size,
+            b.val_batch_size,
+            resolutions=None,
+            shuffle=False,
+            drop_last=False,
+            pad=False,
+            **kw,
         )
         workers, seed = cfg.data.num_workers, cfg.run.seed
         self.train_loader = build_loader(self.train_ds, self.train_sampler, self.task, workers, seed)
@@ -307,7 +324,7 @@ class Trainer:
         if len(st.bad_files) > self.bad_limit:
             raise TrainingError(
                 f"{len(st.bad_files)} unreadable images in the training split exceed data.max_bad_fraction="
-                f"{self.cfg.data.max_bad_fraction} of {len(self.train_ds)} files; first ones: "
+                f"{self.task.max_bad_fraction()} of {len(self.train_ds)} files; first ones: "
                 f"{', '.join(st.bad_files[:5])}"
             )
         return seen
@@ -508,6 +525,7 @@ class Trainer:
             "global_step": st.global_step,
             f"best_{self.task.metric}": st.best_score,
             "best_epoch": st.best_epoch,
+            "best_weights": st.best_weights,
             "bad_files": len(st.bad_files),
             "skipped_steps": st.skipped_steps,
             "stopped": self.stopped,
@@ -524,18 +542,25 @@ class Trainer:
         return self.task.evaluate(model, self.val_loader)
 
     def _evaluate_and_keep_best(self, row: dict[str, Any]) -> None:
-        """Evaluate raw (and EMA) weights into ``row``; keep the reported one's best."""
+        """Evaluate the raw (and EMA) weights into ``row``; ``best.safetensors`` keeps whichever of
+        the two scored higher at this evaluation, when it beats every earlier one (its metadata
+        says which: ``weights: raw`` or ``ema``). An EMA that has not caught up with a short run
+        then never replaces better raw weights."""
         key = self.task.metric
         raw = self.task.evaluate(self.model, self.val_loader)
         row.update({f"val_{k}": v for k, v in raw.items() if isinstance(v, float)})
-        kind, score, model = "raw", raw[key], self.model
+        candidates = [("raw", raw[key], self.model)]
         if self.ema is not None:
             ema_model = self._recalibrated_ema() if self.recalibrate_bn else self.ema.module
             ema = self.task.evaluate(ema_model, self.val_loader)
             row.update({f"val_ema_{k}": v for k, v in ema.items() if isinstance(v, float)})
-            kind, score, model = "ema", ema[key], ema_model  # the EMA model is the one reported
+            candidates.append(("ema", ema[key], ema_model))
+        # the EMA model on a tie: the paper reports it
+        kind, score, model = max(reversed(candidates), key=lambda c: c[1])
+        row["best_of"] = kind
         if score > self.state.best_score:
             self.state.best_score, self.state.best_epoch = score, self.state.epoch + 1
+            self.state.best_weights = kind
             self._save_weights(
                 model,
                 "best.safetensors",
@@ -566,8 +591,9 @@ class Trainer:
             f"- epochs: {summary['epochs_done']}, optimizer steps: {summary['global_step']} "
             f"({summary['skipped_steps']} skipped for a non-finite loss), processes: {self.info.world_size}, "
             f"time: {summary['seconds'] / 60:.1f} min",
-            f"- best validation {task.metric_label} ({'EMA' if self.ema else 'raw'}): "
-            f"{self.state.best_score:.4f} at epoch {self.state.best_epoch} -> best.safetensors",
+            f"- best validation {task.metric_label}: {self.state.best_score:.4f} at epoch "
+            f"{self.state.best_epoch}, {self.state.best_weights or 'raw'} weights "
+            f"({'the better of raw and EMA at each evaluation' if self.ema else 'no EMA'}) -> best.safetensors",
             "- last epoch: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)),
             f"- unreadable files skipped: {summary['bad_files']}",
             "",
@@ -579,7 +605,7 @@ class Trainer:
         (self.out / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def train(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
+def train(cfg: AnyTrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     """Train ``cfg`` (any task) to the end or until stopped; returns the run's summary."""
     trainer = Trainer(cfg, resume)
     try:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..layout import channels_last_pays
 from ..models.layers import ConvNormAct
 
 
@@ -28,16 +29,6 @@ def fold_batchnorm(model: nn.Module) -> int:
             del module.norm
             folded += 1
     return folded
-
-
-def channels_last_pays() -> bool:
-    """Whether :func:`optimize_for_inference` runs in channels-last memory by default here.
-
-    True where PyTorch runs CPU convolutions through oneDNN, whose channels-last kernels skip the
-    layout reorders its NCHW path makes (where that was measured, and by how much:
-    docs/measured_defaults.md, ``benchmarks/latency.py``).
-    """
-    return torch.backends.mkldnn.is_available()
 
 
 def _input_to_channels_last(module: nn.Module, args: tuple) -> tuple | None:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ...data.folders import BadSample
 from ...data.sampler import SampleKey
+from ..config import AnyTrainConfig
 from ..dist import DistInfo
 
 log = logging.getLogger("mobilevit.train")
@@ -96,7 +97,7 @@ class Task:
     metric_label: ClassVar[str] = ""
     recalibration_forward: Callable[[nn.Module, torch.Tensor], Any] | None = None  # None: model(x)
 
-    def __init__(self, cfg: Any, ctx: RunContext, out: Path) -> None:
+    def __init__(self, cfg: AnyTrainConfig, ctx: RunContext, out: Path) -> None:
         self.cfg, self.ctx, self.out = cfg, ctx, out
         self.classes: list[str] = []
         self.num_classes = 0
@@ -124,6 +125,10 @@ class Task:
     def usable(self, batch: Any) -> bool:
         """False when too little of the batch is left to train on (every rank then skips it)."""
         return True
+
+    def max_bad_fraction(self) -> float:
+        """The fraction of unreadable training files past which the run stops (1.0: never)."""
+        return 1.0
 
     # ---- model
     def model_kwargs(self) -> dict[str, Any]:

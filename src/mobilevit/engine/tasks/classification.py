@@ -97,6 +97,9 @@ class Classification(Task):
     def usable(self, batch: dict[str, Any]) -> bool:
         return batch["targets"].numel() > 0
 
+    def max_bad_fraction(self) -> float:
+        return self.cfg.data.max_bad_fraction
+
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> StepOutput:
         # MixUp / CutMix on the CPU batch: class probabilities [B, K] (or the labels themselves when off)
         x, soft = self.mix(batch["images"], batch["targets"])
@@ -140,8 +143,20 @@ class Classification(Task):
         return (b["images"] for b in loader if b["targets"].numel() > 1)
 
     def weights_extra(self) -> dict[str, Any]:
+        """How training evaluated (the eval resize and crop) and what it trained on: the data kind
+        and root, so that an int8 export calibrates and judges on the model's own images."""
         d = self.cfg.data
-        return {"img_size": d.img_size, "eval_resize": d.eval_resize or d.img_size + 32}
+        return {
+            "img_size": d.img_size,
+            "eval_resize": d.eval_resize or d.img_size + 32,
+            "interpolation": d.interpolation,
+            "train_data": {
+                "dataset": d.dataset,
+                "root": str(Path(self.root).resolve()),
+                "train_split": d.train_split,
+                "val_split": d.val_split,
+            },
+        }
 
     def split_name(self) -> str:
         return str(self.root / self.cfg.data.val_split)
