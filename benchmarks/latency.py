@@ -37,6 +37,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from mobilevit.bench.paths import (
     run_side_by_side,
 )
 from mobilevit.bench.runtime_paths import RUNTIME_PATHS
-from mobilevit.bench.timing import peak_matmul_gflops
+from mobilevit.timing import peak_matmul_gflops
 
 TIMM_FP32_PATHS = ("eager", "channels_last", "compiled", "onnxruntime")
 # our int8 paths: onnxruntime static quantization, and PyTorch's x86 int8 (PT2E + inductor, oneDNN)
@@ -358,8 +359,10 @@ def trained_int8_check(
     against the fp32 export, PyTorch's compiled int8 against the eager model."""
     from mobilevit.engine import load_config, train
     from mobilevit.export import export_onnx
-    from mobilevit.export.int8 import accuracy_figures, compare_int8, load_int8_data, quantize_int8
+    from mobilevit.export.calibration import load_int8_data
+    from mobilevit.export.int8 import compare_int8, quantize_int8
     from mobilevit.export.int8_torch import predict_fixed_batch, quantize_int8_torch
+    from mobilevit.export.runtime_checks import accuracy_check
     from mobilevit.predict import load_classifier
 
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-check-") as tmp:
@@ -382,15 +385,21 @@ def trained_int8_check(
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, fp32, img_size=size, batch=32)
         quantize_int8(fp32, int8, data.calib)
-        by_path = {"onnxruntime_int8": compare_int8(fp32, int8, data, model_classes=classes, budget_s=4.0)}
+        by_path = {
+            "onnxruntime_int8": asdict(compare_int8(fp32, int8, data, model_classes=classes, budget_s=4.0)[0])
+        }
         try:  # PyTorch's x86 int8, compiled as the benchmark times it, against the eager fp32 model
             q = quantize_int8_torch(model, data.calib)
             ref = predict_fixed_batch(model.eval(), data.val)
-            by_path["compiled_int8"] = accuracy_figures(ref, predict_fixed_batch(q, data.val), data, classes)
+            by_path["compiled_int8"] = asdict(
+                accuracy_check(
+                    ref, predict_fixed_batch(q, data.val), data, precision="int8", model_classes=classes
+                )
+            )
         except Exception as e:  # no torchao / no compiler: reported, the onnxruntime figures stand
             by_path["compiled_int8"] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
         by_path.update(_runtime_agreement(model, size, classes, Path(tmp), runtimes))
-    keys = ("top1_agreement", "fp32_top1", "int8_top1", "max_rel_logit_diff")
+    keys = ("top1_agreement", "fp32_top1", "top1", "top1_drop_pt", "max_rel_logit_diff")
     return {
         "model": model_name,
         "epochs": epochs,
@@ -445,23 +454,27 @@ def _runtime_agreement(
     from mobilevit.export import export_executorch, export_litert, export_openvino
     from mobilevit.export.openvino import int8_rest_precision  # as the latency rows time it
 
-    common = dict(calib_images=64, model_classes=classes, min_agreement=0.0)
+    common = dict(data="digits", calib_images=64, model_classes=classes, max_drop=100.0, min_agreement=0.0)
     jobs = {
-        "executorch_int8": lambda: export_executorch(model, tmp / "m.pte", size, int8=True, **common)["int8"],
-        "litert_int8": lambda: export_litert(model, tmp / "m.tflite", size, int8=True, **common)["int8"],
-        "openvino_int8": lambda: export_openvino(
-            model, tmp / "m.xml", size, precision=int8_rest_precision(), int8=True, **common
-        )["int8"],
-        "openvino_bf16": lambda: export_openvino(model, tmp / "b.xml", size, precision="bf16", **common)[
-            "bf16"
-        ],
+        "executorch_int8": lambda: (
+            export_executorch(model, tmp / "m.pte", size, int8=True, **common).accuracy
+        ),
+        "litert_int8": lambda: export_litert(model, tmp / "m.tflite", size, int8=True, **common).accuracy,
+        "openvino_int8": lambda: (
+            export_openvino(
+                model, tmp / "m.xml", size, precision=int8_rest_precision(), int8=True, **common
+            ).accuracy
+        ),
+        "openvino_bf16": lambda: (
+            export_openvino(model, tmp / "b.xml", size, precision="bf16", **common).accuracy
+        ),
     }
     out = {}
     for name, job in jobs.items():
         if name not in runtimes:
             continue
         try:
-            out[name] = job()
+            out[name] = asdict(job())
         except Exception as e:  # not installed, or the converter refused: reported, not fatal
             out[name] = {"skipped": f"{type(e).__name__}: {e}"[:200]}
     return out
@@ -567,7 +580,7 @@ def _doc_body(
     if int8_check:
         c = int8_check
         lines = [
-            f"| {p} | {r['top1_agreement']:.4f} | {r['fp32_top1']:.4f} | {r['int8_top1']:.4f} "
+            f"| {p} | {r['top1_agreement']:.4f} | {r['fp32_top1']:.4f} | {r['top1']:.4f} "
             f"| {100 * r['max_rel_logit_diff']:.1f}% |"
             if "skipped" not in r
             else f"| {p} | skipped: {r['skipped']} | | | |"

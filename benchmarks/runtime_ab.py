@@ -33,8 +33,8 @@ def build(name: str, int8: bool, size: int, tmp: Path) -> dict[str, Any]:
     """{path: callable on a [1, 3, size, size] tensor}: onnxruntime with 2 (torch's) and 1 thread,
     and our graph through each runtime of :data:`RUNTIMES` (int8 ones only with ``int8``)."""
     from mobilevit.bench.runtime_paths import runtime_paths
-    from mobilevit.bench.timing import ort_session
     from mobilevit.export import export_onnx
+    from mobilevit.export.onnx import ort_session
     from mobilevit.models import create_model
 
     torch.manual_seed(0)

@@ -36,8 +36,8 @@ def executorch_profile(
     from executorch.devtools import Inspector
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
+    from mobilevit.export.calibration import load_int8_data
     from mobilevit.export.executorch import executorch_graph, lower_to_xnnpack
-    from mobilevit.export.int8 import load_int8_data
 
     x = torch.rand(1, 3, *IMG)
     calib = load_int8_data("digits", IMG, calib_images=32, max_val=1).calib if int8 else None
@@ -91,7 +91,7 @@ def litert_int8_ops(model: torch.nn.Module, tmp: Path) -> dict[str, int]:
     """{'OP (output type)': count} of our model's LiteRT int8 file, read with LiteRT's flatbuffer schema."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from mobilevit.export.int8 import load_int8_data
+    from mobilevit.export.calibration import load_int8_data
     from mobilevit.export.litert import convert_litert, litert_graph
 
     calib = load_int8_data("digits", IMG, calib_images=32, max_val=1).calib

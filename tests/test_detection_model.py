@@ -155,8 +155,8 @@ def test_onnx_export_of_the_detector_matches_eager(tmp_path):
     torch.manual_seed(0)
     model = create_model("ssdlite_mobilevit_xxs", num_classes=4, ssd={"image_size": (128, 128)}).eval()
     report = export_onnx(model, tmp_path / "ssd.onnx", (128, 128), dynamic_batch=True)
-    assert report["outputs"] == ["scores", "boxes"]
-    assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"]) and len(report["checks"]) == 2
+    assert report.outputs == ["scores", "boxes"]
+    assert all(c.max_abs_diff <= 1e-4 for c in report.checks) and len(report.checks) == 2
     with pytest.raises(ExportError, match="built for 128x128"):
         export_onnx(model, tmp_path / "other.onnx", (160, 160))
     # the exported core agrees with the eager detector: same top box, same score

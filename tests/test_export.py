@@ -45,7 +45,7 @@ ort = pytest.importorskip("onnxruntime")
 def test_onnx_parity_at_two_sizes(tmp_path, size):
     model = randomize(create_model("mobilevit_xxs")).eval()
     report = export_onnx(model, tmp_path / "m.onnx", size)
-    assert report["checks"][0]["max_abs_diff"] <= 1e-4 and (tmp_path / "m.onnx").is_file()
+    assert report.checks[0].max_abs_diff <= 1e-4 and (tmp_path / "m.onnx").is_file()
     # the graph unfolds / folds inside each attention layer's transposes ("pixels", rank 8)
     import onnx
 
@@ -64,7 +64,7 @@ def test_onnx_parity_at_two_sizes(tmp_path, size):
 def test_onnx_dynamic_batch_checked_at_two_batches(tmp_path):
     model = randomize(create_model("deeplabv3_mobilevit_xxs", num_classes=5)).eval()
     report = export_onnx(model, tmp_path / "d.onnx", (128, 96), dynamic_batch=True)
-    assert [c["batch"] for c in report["checks"]] == [2, 3]
+    assert [c.batch for c in report.checks] == [2, 3]
     sess = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"image": torch.rand(4, 3, 128, 96).numpy()})[0].shape == (4, 5, 128, 96)
 
@@ -75,6 +75,10 @@ def test_refusals_and_a_failed_parity_check_deletes_the_file(tmp_path, monkeypat
         export_onnx(model, tmp_path / "m.onnx", dynamic_hw=True)
     with pytest.raises(ExportError, match="unsupported opset 3"):
         export_onnx(model, tmp_path / "m.onnx", opset=3)
+    with pytest.raises(
+        ExportError, match=r"unsupported opset 13; use 14\.\.21"
+    ):  # the check and its message agree
+        export_onnx(model, tmp_path / "m.onnx", opset=13)
     with pytest.raises(ExportError, match="image size must be two ints >= 32"):
         export_onnx(model, tmp_path / "m.onnx", (16, 16))
     real_run = ort.InferenceSession.run
@@ -103,6 +107,7 @@ def test_export_cli(tmp_path, capsys):
     assert "dynamic height/width is refused" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_coreml_conversion_classifier_and_detector(tmp_path, capsys):
     """Conversion runs on Linux; running the model (and the parity check) needs macOS."""
     ct = pytest.importorskip("coremltools")
@@ -135,8 +140,8 @@ def test_coreml_conversion_classifier_and_detector(tmp_path, capsys):
 
     det = create_model("ssdlite_mobilevit_xxs", num_classes=4, ssd={"image_size": (128, 128)}).eval()
     report = export_coreml(det, tmp_path / "ssd.mlpackage", (128, 128))
-    assert report["outputs"] == ["scores", "boxes"]
-    spec = ct.utils.load_spec(report["path"])
+    assert report.outputs == ["scores", "boxes"]
+    spec = ct.utils.load_spec(report.path)
     assert [o.name for o in spec.description.output] == ["scores", "boxes"]
 
     with pytest.raises(ExportError, match="flexible height/width is refused"):

@@ -14,7 +14,7 @@ from mobilevit.data import write_digits  # noqa: E402
 from mobilevit.export import ExportError, Int8NotFaster, export_int8  # noqa: E402
 from mobilevit.export import int8 as int8_mod  # noqa: E402
 from mobilevit.export.batches import padded_batches  # noqa: E402
-from mobilevit.export.int8 import load_int8_data  # noqa: E402
+from mobilevit.export.calibration import load_int8_data  # noqa: E402
 from mobilevit.weights.serialization import save_weights  # noqa: E402
 
 SIZE = (64, 64)
@@ -72,9 +72,9 @@ def test_slower_int8_is_refused_with_the_numbers(tmp_path, digits, classifier, m
     assert not out.exists()
     assert (tmp_path / "m.fp32.onnx").is_file()  # the verified fp32 export stays
     report = json.loads((tmp_path / "m.int8.json").read_text())
-    assert report["written"] is False and report == e.value.report
-    assert report["ratio_int8_vs_fp32"] == pytest.approx(1.3)
-    assert 0.0 <= report["top1_agreement"] <= 1.0 and report["val_images"] == 40
+    assert report["written"] is False and report == e.value.report.to_dict()
+    assert report["timing"]["ratio_int8_vs_fp32"] == pytest.approx(1.3)
+    assert 0.0 <= report["accuracy"]["top1_agreement"] <= 1.0 and report["accuracy"]["val_images"] == 40
     assert not list(tmp_path.glob("mobilevit-int8-*"))  # no temporary folder left behind
 
 
@@ -84,9 +84,11 @@ def test_faster_int8_is_written_and_runs(tmp_path, digits, classifier, monkeypat
 
     monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(2.0, 1.0))
     out = tmp_path / "m.onnx"
-    r = export_int8(classifier, out, SIZE, batch=4, data=digits, calib_images=8, max_val=40, budget_s=0.2)
-    assert r["written"] and out.is_file() and r["ratio_int8_vs_fp32"] == pytest.approx(0.5)
-    assert r["fp32_top1"] is not None and r["accuracy_note"] is None  # 10 classes on 10 digits
+    r = export_int8(
+        classifier, out, SIZE, batch=4, data=digits, calib_images=8, max_val=40, budget_s=0.2, max_drop=100.0
+    )  # random weights: the drop is noise, the speed rule is under test
+    assert r.written and out.is_file() and r.timing.ratio_int8_vs_fp32 == pytest.approx(0.5)
+    assert r.accuracy.fp32_top1 is not None and r.accuracy.accuracy_note is None  # 10 classes on 10 digits
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -97,9 +99,18 @@ def test_faster_int8_is_written_and_runs(tmp_path, digits, classifier, monkeypat
 def test_accuracy_needs_matching_classes(tmp_path, digits, monkeypatch):
     monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(2.0, 1.0))
     model = randomize(create_model("mobilevit_xxs", num_classes=7)).eval()
-    r = export_int8(model, tmp_path / "m.onnx", SIZE, data=digits, calib_images=8, max_val=20, budget_s=0.2)
-    assert r["fp32_top1"] is None and "7 classes" in r["accuracy_note"]
-    assert 0.0 <= r["top1_agreement"] <= 1.0
+    r = export_int8(
+        model,
+        tmp_path / "m.onnx",
+        SIZE,
+        data=digits,
+        calib_images=8,
+        max_val=20,
+        budget_s=0.2,
+        min_agreement=0.0,
+    )
+    assert r.accuracy.fp32_top1 is None and "7 classes" in r.accuracy.accuracy_note
+    assert 0.0 <= r.accuracy.top1_agreement <= 1.0
 
 
 def test_int8_bad_input(tmp_path, digits):
@@ -123,16 +134,18 @@ def test_int8_cli(tmp_path, capsys, classifier):
     )
     out = tmp_path / "m.onnx"
     args = ["export", str(w), "--out", str(out), "--img-size", "64", "--int8", "--calib-images", "8"]
+    args += ["--int8-data", "digits", "--max-drop", "100"]  # random weights: the drop is noise
     rc = main([*args, "--int8-keep-slower"])  # the real measurement, whichever way it goes
     printed = capsys.readouterr()
     assert rc == 0 and out.is_file(), printed.err
     assert "int8 vs fp32 on 360 digits validation images: top-1 agreement" in printed.out
     assert "time (onnxruntime, batch 1" in printed.out and "wrote" in printed.out
     report = json.loads((tmp_path / "m.int8.json").read_text())
-    if report["ratio_int8_vs_fp32"] >= 1.0:
+    if report["timing"]["ratio_int8_vs_fp32"] >= 1.0:
         assert "int8 is slower than fp32 here" in printed.err
 
 
+@pytest.mark.slow
 def test_int8_cli_refusals(tmp_path, capsys, classifier, monkeypatch):
     w = save_weights(
         classifier.state_dict(),
@@ -142,8 +155,79 @@ def test_int8_cli_refusals(tmp_path, capsys, classifier, monkeypatch):
     with pytest.raises(SystemExit, match="--int8 is for onnx"):
         main(["export", str(w), "--out", str(tmp_path / "m.mlpackage"), "--format", "coreml", "--int8"])
     monkeypatch.setattr(int8_mod, "_time_sessions", _fake_timing(1.0, 1.5))
-    rc = main(["export", str(w), "--out", str(tmp_path / "m.onnx"), "--img-size", "64", "--int8"])
+    rc = main(
+        [
+            "export",
+            str(w),
+            "--out",
+            str(tmp_path / "m.onnx"),
+            "--img-size",
+            "64",
+            "--int8",
+            "--int8-data",
+            "digits",
+        ]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert "int8 is not faster than fp32 on this machine: 1.50 vs 1.00 ms per image" in err
     assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.fp32.onnx").is_file()
+
+
+# ------------------------------------------------ calibration data that matches the model, the keep rule
+def test_the_calibration_source_comes_from_what_training_recorded(tmp_path, digits):
+    from mobilevit.export.calibration import int8_source
+
+    extra = {"img_size": 64, "eval_resize": 72, "interpolation": "bicubic"}
+    folder = {**extra, "train_data": {"dataset": "folder", "root": str(digits)}}
+    src = int8_source(None, folder, (128, 128), weights="w.safetensors")
+    assert src.data == str(digits) and src.eval_resize == 144 and src.interpolation == "bicubic"
+    assert src.why.startswith("recorded")
+    assert int8_source(None, {**extra, "train_data": {"dataset": "digits"}}, (64, 64)).data == "digits"
+    assert int8_source(tmp_path, folder, (64, 64)).data == str(tmp_path)  # given beats recorded
+    with pytest.raises(ExportError, match="w.safetensors do not record the images .* --int8-data"):
+        int8_source(None, {"img_size": 64}, (64, 64), weights="w.safetensors")
+    gone = {"train_data": {"dataset": "folder", "root": str(tmp_path / "gone")}}
+    with pytest.raises(ExportError, match="trained on folder images at .*gone, which is not here"):
+        int8_source(None, gone, (64, 64))
+    # the recorded eval preprocessing: resize the shorter side, then the centre crop
+    data = load_int8_data(int8_source(None, folder, SIZE), SIZE, calib_images=2, max_val=3)
+    assert data.val.shape == (3, 3, *SIZE) and "resize 72 + centre crop 64" in data.preprocessing
+
+
+def test_a_model_whose_classes_are_not_the_datas_is_an_error_naming_both(tmp_path, capsys, classifier):
+    from mobilevit.weights import WeightsMeta, write_weights
+
+    imagenette = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079"]
+    imagenette += ["n03394916", "n03417042", "n03425413", "n03445777", "n03888257"]
+    meta = WeightsMeta(arch="mobilevit_xxs", num_classes=10, classes=imagenette, extra={"img_size": 64})
+    w = write_weights(classifier.state_dict(), tmp_path / "w.safetensors", meta)
+    out = tmp_path / "m.onnx"
+    rc = main(["export", str(w), "--out", str(out), "--img-size", "64", "--int8", "--int8-data", "digits"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "trained on 10 classes (n01440764, n02102040" in err and "'digits' has 10 classes (0, 1, 2" in err
+    assert not list(tmp_path.glob("*.onnx"))  # refused before any export
+    rc = main(["export", str(w), "--out", str(out), "--img-size", "64", "--int8"])  # records no data
+    assert rc == 2 and "do not record the images they were trained on" in capsys.readouterr().err
+
+
+def test_the_keep_rule_reads_the_top1_drop_and_agreement_beside_it():
+    from mobilevit.export.reports import AccuracyCheck
+    from mobilevit.export.runtime_checks import judge
+
+    def check(fp32, top1, agreement):
+        drop = None if fp32 is None else 100 * (fp32 - top1)
+        return AccuracyCheck(
+            "int8", "int8", agreement, 0.1, fp32, top1, drop, None, 400, 64, "train", "d", "r"
+        )
+
+    ok = check(0.80, 0.7975, 0.95)  # 0.25 pt lost, agreement well below the old 0.98
+    assert judge(ok, 0.5, None) is None and ok.criterion == "top-1 drop <= 0.5 pt"
+    bad = check(0.80, 0.79, 0.99)
+    assert "loses 1.00 pt of top-1 on the 400 d validation images (80.00% -> 79.00%), more than 0.5" in judge(
+        bad, 0.5, None
+    )
+    assert "agrees with fp32 on 0.9500" in judge(ok, 0.5, 0.98)  # agreement, when asked for, too
+    unknown = check(None, None, 0.97)  # no accuracy: agreement decides, at 0.98 by default
+    assert "below 0.98" in judge(unknown, 0.5, None) and unknown.criterion == "top-1 agreement >= 0.98"

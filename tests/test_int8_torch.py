@@ -74,6 +74,7 @@ def test_detectors_and_segmenters_are_refused(name):
         quantize_int8_torch(model, torch.rand(2, 3, 64, 64), compile=False)
 
 
+@pytest.mark.slow
 def test_save_and_load_round_trip(tmp_path, model_and_images, quantized):
     _, _, val = model_and_images
     path = save_int8_torch(quantized, tmp_path / "sub" / "xxs_int8.pt2")

@@ -164,9 +164,10 @@ def test_onnx_export_at_an_even_and_an_odd_size(tmp_path):
         assert max_diff(optimize_for_inference(model)(x), model(x)) <= 1e-4  # BN folded
     for size in ((256, 256), (224, 224)):  # the reshape unfold / fold: no col2im, opset 17
         report = export_onnx(model, tmp_path / f"v2_{size[0]}.onnx", size, dynamic_batch=True)
-        assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"])
+        assert all(c.max_abs_diff <= 1e-4 for c in report.checks)
 
 
+@pytest.mark.slow
 def test_coreml_conversion_of_the_classifier_and_the_segmenter(tmp_path):
     """Converts on Linux (running it needs macOS): GroupNorm and the separable attention map to MIL ops."""
     ct = pytest.importorskip("coremltools")
@@ -178,7 +179,7 @@ def test_coreml_conversion_of_the_classifier_and_the_segmenter(tmp_path):
     ):
         model = randomize(create_model(name, num_classes=5)).eval()
         report = export_coreml(model, tmp_path / f"{name}.mlpackage", size)
-        spec = ct.utils.load_spec(report["path"])
+        spec = ct.utils.load_spec(report.path)
         (inp,) = spec.description.input
         assert list(inp.type.multiArrayType.shape) == [1, 3, *size]
         assert [o.name for o in spec.description.output] == [out]
@@ -190,16 +191,17 @@ def _int8_close(got: torch.Tensor, ref: torch.Tensor) -> None:
     assert float(F.cosine_similarity(got, ref, dim=1).min()) > 0.97
 
 
+@pytest.mark.slow
 def test_both_int8_paths_quantize_v2_and_stay_close(tmp_path):
     """onnxruntime static QDQ (the norms stay fp32) and PyTorch's PT2E x86 int8 (uncompiled here)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torchao")
     import onnx
 
-    from mobilevit.bench.timing import ort_session
     from mobilevit.export import export_onnx
     from mobilevit.export.int8 import quantize_int8
     from mobilevit.export.int8_torch import quantize_int8_torch
+    from mobilevit.export.onnx import ort_session
 
     torch.manual_seed(0)
     model = randomize(create_model("mobilevitv2_050", num_classes=10)).eval()

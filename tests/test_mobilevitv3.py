@@ -145,7 +145,7 @@ def test_onnx_export_at_two_sizes(tmp_path, name):
         assert max_diff(optimize_for_inference(model)(x), model(x)) <= 1e-4  # BN folded
     for size in ((256, 256), (224, 160)):
         report = export_onnx(model, tmp_path / f"{name}_{size[0]}.onnx", size, dynamic_batch=True)
-        assert all(c["max_abs_diff"] <= 1e-4 for c in report["checks"])
+        assert all(c.max_abs_diff <= 1e-4 for c in report.checks)
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])

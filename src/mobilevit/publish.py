@@ -23,10 +23,10 @@ import torch
 import yaml
 
 from .bench.summary import count_flops, count_params
-from .bench.timing import measure_latency
 from .errors import MobileViTError
 from .export.optimize import optimize_for_inference
 from .loading import class_names, load_model
+from .timing import measure_latency
 from .weights.serialization import WeightsMeta, write_weights
 
 CARD_TASKS = {
@@ -216,6 +216,8 @@ def save_pretrained(
         metrics=metrics,
         latency=latency,
     )
+    if isinstance(meta.extra.get("train_data"), dict):  # a local path is no use to (nor for) others
+        meta.extra["train_data"] = {k: v for k, v in meta.extra["train_data"].items() if k != "root"}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

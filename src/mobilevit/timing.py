@@ -1,7 +1,6 @@
-"""Timing primitives, the bottom of the benchmark layer: latency summaries, the machine header,
-alternating-round measurement of several ways to run a model, the machine's matmul peak and the
-onnxruntime session factory. Imports nothing of this package, so export (int8 timing) and the
-benchmark paths above it can both use it."""
+"""Timing primitives, below both ``mobilevit.export`` (int8 is kept only where it is faster) and
+``mobilevit.bench``: latency summaries, the machine header, alternating-round measurement of
+several ways to run a model, and the machine's matmul peak. Imports nothing of this package."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +21,6 @@ __all__ = [
     "machine_info",
     "measure_alternating",
     "measure_latency",
-    "ort_session",
     "peak_matmul_gflops",
     "summarize_times",
 ]
@@ -150,18 +147,6 @@ class InferencePath:
         if self.fn is None:
             raise RuntimeError(f"path {self.key} was skipped: {self.skipped}")
         return self.fn(x)
-
-
-def ort_session(onnx_file: Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session on ``onnx_file`` with ``threads`` intra-op threads (default: torch's
-    thread count), all graph optimisations."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
 
 
 def measure_alternating(

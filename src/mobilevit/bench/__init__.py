@@ -2,8 +2,7 @@
 latency summaries (``summary``), the peers' configs (``peers``) and the side-by-side inference
 paths (``paths``, import it explicitly: it sits above ``mobilevit.export``)."""
 
-from .summary import ModelRow, count_flops, count_params, format_table, rows_as_dicts, summarize_models
-from .timing import (
+from ..timing import (
     InferencePath,
     Latency,
     machine_info,
@@ -11,6 +10,7 @@ from .timing import (
     measure_latency,
     summarize_times,
 )
+from .summary import ModelRow, count_flops, count_params, format_table, rows_as_dicts, summarize_models
 
 __all__ = [
     "InferencePath",

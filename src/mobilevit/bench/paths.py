@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..export.onnx import ort_session
+from ..timing import InferencePath, first_line, machine_info, measure_alternating
 from .peers import HF_CONFIGS, hf_v2_width
-from .timing import InferencePath, first_line, machine_info, measure_alternating, ort_session
 
 OWNERS = ("mobilevit", "timm", "transformers")
 BF16_EXTENSIONS = ("avx512_bf16", "amx_bf16")
@@ -108,7 +109,8 @@ def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
     """Our ONNX export quantized to int8 (:func:`~mobilevit.export.int8.quantize_int8`: onnxruntime
     static QDQ), calibrated on 64 built-in digits training images at this input size."""
     from ..export import export_onnx
-    from ..export.int8 import load_int8_data, quantize_int8
+    from ..export.calibration import load_int8_data
+    from ..export.int8 import quantize_int8
 
     t0 = time.perf_counter()
     size = (x.shape[-2], x.shape[-1])
@@ -134,7 +136,7 @@ def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
     """Our model through PyTorch's x86 int8 (:func:`~mobilevit.export.int8_torch.quantize_int8_torch`:
     PT2E + inductor, oneDNN int8 kernels), calibrated on 64 built-in digits training images at this
     input size; compiled here, at this batch size (the compile time is its setup time)."""
-    from ..export.int8 import load_int8_data
+    from ..export.calibration import load_int8_data
     from ..export.int8_torch import quantize_int8_torch
 
     t0 = time.perf_counter()

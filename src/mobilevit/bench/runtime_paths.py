@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .timing import InferencePath, first_line
+from ..timing import InferencePath, first_line
 
 RUNTIME_PATHS = (
     "executorch",
@@ -69,7 +69,7 @@ def runtime_paths(
     owner: str, model: nn.Module, x: torch.Tensor, names: tuple[str, ...] = RUNTIME_PATHS
 ) -> list[InferencePath]:
     """``owner``'s ``model`` (eval mode) through each runtime path in ``names``, built for ``x``'s shape."""
-    from ..export.int8 import load_int8_data
+    from ..export.calibration import load_int8_data
 
     graphs: dict[str, nn.Module] = {}
     if owner == "mobilevit":

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils import flop_counter
 
 from ..models import create_model
-from .timing import measure_latency
+from ..timing import measure_latency
 
 
 def _cpu_flash_sdpa_flops(query_shape, key_shape, value_shape, *args: Any, **kwargs: Any) -> int:

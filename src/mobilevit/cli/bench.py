@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import torch
@@ -36,7 +37,11 @@ def add_parser(sub: Any) -> None:
         help="timed passes (default 20; with --side-by-side: per path per round at batch 1, default 10)",
     )
     s.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    s.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="standard output is the figures as one JSON object and nothing else (the tables: stderr)",
+    )
     s.add_argument("--side-by-side", action="store_true", help="compare every inference path and the peers")
     s.add_argument("--batch", nargs="+", type=int, default=[1, 32], help="batch sizes (--side-by-side)")
     s.add_argument(
@@ -104,6 +109,12 @@ def _bench_validate(args: argparse.Namespace) -> tuple[int, int]:
     return size
 
 
+def say(args: argparse.Namespace, text: str) -> None:
+    """The human-readable output: standard output, or standard error with ``--json`` (whose
+    standard output is then the JSON alone)."""
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench import format_table, machine_info, rows_as_dicts, summarize_models
 
@@ -111,13 +122,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_info()
-    print(
-        f"# {info['cpu']} ({', '.join(info['extensions']) or 'no AVX'}), {info['threads']} threads, torch {info['torch']}"
+    say(
+        args,
+        f"# {info['cpu']} ({', '.join(info['extensions']) or 'no AVX'}), {info['threads']} threads, torch {info['torch']}",
     )
     if args.side_by_side:
         return _bench_side_by_side(args, size, info)
     rows = summarize_models(args.models, size, iters=args.iters or 20)
-    print(format_table(rows, size))
+    say(args, format_table(rows, size))
     if args.json:
         print(json.dumps({"machine": info, "img_size": size, "rows": rows_as_dicts(rows)}))
     return 0
@@ -128,20 +140,21 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
 
     from ..bench import count_flops, count_params
     from ..bench.paths import format_path_table, run_side_by_side
-    from ..bench.timing import peak_matmul_gflops
     from ..models import create_model
+    from ..timing import peak_matmul_gflops
 
     iters = args.iters or 10
     iters_large = args.iters_large or max(1, iters // 4)
     peak = peak_matmul_gflops()
-    print(f"# measured fp32 peak (torch.mm 2048x2048): {peak:.1f} GFLOP/s")
+    say(args, f"# measured fp32 peak (torch.mm 2048x2048): {peak:.1f} GFLOP/s")
     models, rows = {}, []
     for name in args.models:
         model = create_model(name).eval()
         flops = count_flops(model, size)
         models[name] = {"params": count_params(model), "gflops": flops / 1e9}
-        print(
-            f"\n## {name}: {models[name]['params']:,} params, {flops / 1e9:.3f} GFLOPs at {size[0]}x{size[1]}"
+        say(
+            args,
+            f"\n## {name}: {models[name]['params']:,} params, {flops / 1e9:.3f} GFLOPs at {size[0]}x{size[1]}",
         )
         model_rows = []
         for batch in args.batch:
@@ -160,7 +173,7 @@ def _bench_side_by_side(args: argparse.Namespace, size: tuple[int, int], info: d
                 int8=args.int8,
                 runtimes=args.runtimes or (),
             )
-        print(format_path_table(model_rows), flush=True)
+        say(args, format_path_table(model_rows))
         rows += model_rows
     if args.json:
         print(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..export.runtime_checks import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+
+if TYPE_CHECKING:
+    from ..export.calibration import Int8Source
+    from ..export.reports import AccuracyCheck, ParityCheck
 
 
 def add_parser(sub: Any) -> None:
@@ -33,35 +39,50 @@ def add_parser(sub: Any) -> None:
     )
     s.add_argument("--batch", type=int, default=1, help="the fixed batch size of the export (default 1)")
     s.add_argument("--dynamic-batch", action="store_true")
-    s.add_argument("--dynamic-hw", action="store_true", help="refused with an explanation (see docs)")
+    s.add_argument(
+        "--dynamic-hw",
+        action="store_true",
+        help="refused with the reason: MobileViT's unfold / fold bake the traced size into every "
+        "exporter's graph, so export one file per size (--img-size H W)",
+    )
     s.add_argument("--opset", type=int, default=17)
     s.add_argument(
         "--precision",
         choices=["f32", "bf16"],
         default="f32",
-        help="openvino: the CPU inference precision recorded in the IR (bf16: checked by top-1 agreement; "
+        help="openvino: the CPU inference precision recorded in the IR (bf16: checked like int8, by top-1 "
+        "against fp32; on a CPU without native bf16 OpenVINO runs it in f32, and the report says so; "
         "with --int8, the precision of the ops NNCF leaves unquantized)",
     )
     s.add_argument(
         "--int8",
         action="store_true",
-        help="post-training int8 of a classifier. onnx: onnxruntime static quantization, written only if "
-        "faster than fp32 here, with its accuracy and time against fp32 printed and saved as "
-        "<stem>.int8.json; executorch: PT2E XNNPACKQuantizer; litert: litert-torch's PT2E quantizer; "
-        "openvino: NNCF. The last three are kept when their top-1 agreement with fp32 reaches "
-        "--min-agreement",
+        help="post-training int8 of a classifier, calibrated and judged on the model's own labelled "
+        "images (see --int8-data). onnx: onnxruntime static quantization, written only if faster than "
+        "fp32 here, with its accuracy and time against fp32 printed and saved as <stem>.int8.json; "
+        "executorch: PT2E XNNPACKQuantizer; litert: litert-torch's PT2E quantizer; openvino: NNCF. "
+        "A file that loses more than --max-drop points of top-1 is deleted",
+    )
+    s.add_argument(
+        "--max-drop",
+        type=float,
+        default=DEFAULT_MAX_DROP,
+        help="int8 / bf16: the largest top-1 drop against fp32, in percentage points, on the validation "
+        f"images, for the file to be kept (default {DEFAULT_MAX_DROP})",
     )
     s.add_argument(
         "--min-agreement",
         type=float,
-        default=0.98,
-        help="executorch / litert / openvino int8 or bf16: the top-1 agreement with fp32 on the "
-        "validation images a file must reach to be kept (default 0.98)",
+        default=None,
+        help="int8 / bf16: a top-1 agreement with fp32 the file must reach too (default: none, except "
+        f"where accuracy cannot be computed: {DEFAULT_MIN_AGREEMENT})",
     )
     s.add_argument(
         "--int8-data",
-        default="digits",
-        help="calibration + validation images: digits (default) or a folder with train/ and val/ class folders",
+        default=None,
+        help="calibration + validation images: a folder with train/ and val/ class folders, or digits. "
+        "Default: the images the weights were trained on, as training recorded them (with its eval "
+        "resize and crop); weights that record none need this flag",
     )
     s.add_argument("--calib-images", type=int, default=64, help="calibration images (default 64)")
     s.add_argument(
@@ -86,17 +107,23 @@ def run(args: argparse.Namespace) -> int:
         from ..export.coreml import export_coreml
 
         report = export_coreml(model, args.out, size, dynamic_hw=args.dynamic_hw)
-        check = report["check"]
-        shown = check if isinstance(check, str) else "max abs diff {:.2e}".format(check["max_abs_diff"])
+        shown = report.check_note or f"max abs diff {report.checks[0].max_abs_diff:.2e}"
         print(f"Core ML parity: {shown}")
-        print(
-            f"wrote {report['path']} (ML program, {size[0]}x{size[1]}, outputs {', '.join(report['outputs'])})"
-        )
+        print(f"wrote {report.path} (ML program, {size[0]}x{size[1]}, outputs {', '.join(report.outputs)})")
         return 0
+    source = None
+    if args.int8 or args.precision == "bf16":
+        from ..export.calibration import int8_source
+
+        source = int8_source(args.int8_data, meta.extra, size, weights=args.weights)
+        print(
+            f"calibration and validation images: {source.data} ({source.why})",
+            file=sys.stderr,
+        )
     if args.format in RUNTIMES:
-        return _export_runtime(args, model, size, meta.classes)
+        return _export_runtime(args, model, size, meta.classes, source)
     if args.int8:
-        return _export_int8(args, model, size, meta.classes)  # recorded by files trained here
+        return _export_int8(args, model, size, meta.classes, source)  # recorded by files trained here
     report = export_onnx(
         model,
         args.out,
@@ -106,11 +133,8 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         batch=args.batch,
     )
-    for c in report["checks"]:
-        print(
-            f"onnxruntime parity at batch {c['batch']}, {c['size'][0]}x{c['size'][1]}: max abs diff {c['max_abs_diff']:.2e}"
-        )
-    print(f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB, opset {report['opset']})")
+    _print_checks("onnxruntime", report.checks)
+    print(f"wrote {report.path} ({report.bytes / 1e6:.1f} MB, opset {report.opset})")
     return 0
 
 
@@ -122,6 +146,13 @@ def _validate(args: argparse.Namespace) -> None:
     fmt = args.format
     if args.int8 and fmt == "coreml":
         raise SystemExit("mobilevit export: error: --int8 is for onnx, executorch, litert and openvino")
+    if args.dynamic_hw and (fmt in RUNTIMES or args.int8):  # (plain ONNX / Core ML: the exporter says why)
+        raise SystemExit(
+            f"mobilevit export: error: --dynamic-hw is refused: a {fmt}{' int8' if args.int8 else ''} export "
+            "takes one input size, since "
+            "MobileViT's unfold / fold bake the traced size into the graph; export one file per size "
+            "(--img-size H W)"
+        )
     if fmt != "onnx" and (args.dynamic_batch or (fmt == "coreml" and args.batch != 1)):
         flag = "--dynamic-batch" if args.dynamic_batch else f"--batch {args.batch}"
         fixed = "a fixed batch of 1" if fmt == "coreml" else "a fixed batch (--batch N)"
@@ -129,21 +160,51 @@ def _validate(args: argparse.Namespace) -> None:
             fmt
         ]
         raise SystemExit(f"mobilevit export: error: {flag} is for ONNX; a {shown} export takes {fixed}")
-    if fmt in RUNTIMES and args.dynamic_hw:
-        raise SystemExit(
-            f"mobilevit export: error: --dynamic-hw is refused: a {fmt} export takes one input size "
-            "(--img-size H W); export one file per size"
-        )
     if args.precision != "f32" and fmt != "openvino":
         raise SystemExit("mobilevit export: error: --precision is for openvino")
-    if not 0.0 <= args.min_agreement <= 1.0:
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         raise SystemExit(
             f"mobilevit export: error: --min-agreement must be in [0, 1], got {args.min_agreement}"
+        )
+    if not args.max_drop >= 0:
+        raise SystemExit(f"mobilevit export: error: --max-drop must be >= 0 points, got {args.max_drop}")
+
+
+def _print_checks(runtime: str, checks: list[ParityCheck]) -> None:
+    for c in checks:
+        print(
+            f"{runtime} parity at batch {c.batch}, {c.size[0]}x{c.size[1]}: max abs diff {c.max_abs_diff:.2e}"
+        )
+
+
+def _print_accuracy(runtime: str, acc: AccuracyCheck) -> None:
+    """The reduced-precision check in one line (and, where the CPU ran another precision, a warning)."""
+    if acc.top1 is not None and acc.fp32_top1 is not None and acc.top1_drop_pt is not None:
+        shown = (
+            f"top-1 fp32 {100 * acc.fp32_top1:.2f}% / {acc.precision} {100 * acc.top1:.2f}% "
+            f"(drop {acc.top1_drop_pt:.2f} pt)"
+        )
+    else:
+        shown = acc.accuracy_note or ""
+    print(
+        f"{runtime} {acc.precision} vs fp32 on {acc.val_images} {acc.data} validation images: top-1 agreement "
+        f"{acc.top1_agreement:.4f}, {shown}, largest logit change {100 * acc.max_rel_logit_diff:.1f}% of the "
+        f"largest fp32 logit; kept by: {acc.criterion}; images: {acc.preprocessing}"
+    )
+    if acc.precision not in acc.computed_as:
+        print(
+            f"warning: this CPU computes {acc.computed_as}, not {acc.precision}: the check above judged "
+            f"{acc.computed_as}; the file is still {acc.precision} for a CPU that has it",
+            file=sys.stderr,
         )
 
 
 def _export_runtime(
-    args: argparse.Namespace, model: Any, size: tuple[int, int], classes: list[str] | None
+    args: argparse.Namespace,
+    model: Any,
+    size: tuple[int, int],
+    classes: list[str] | None,
+    source: Int8Source | None,
 ) -> int:
     from ..export import export_executorch, export_litert, export_openvino
 
@@ -151,58 +212,43 @@ def _export_runtime(
         img_size=size,
         batch=args.batch,
         int8=args.int8,
-        data=args.int8_data,
+        data=source,
         calib_images=args.calib_images,
         model_classes=classes,
+        max_drop=args.max_drop,
         min_agreement=args.min_agreement,
     )
     if args.format == "executorch":
         r = export_executorch(model, args.out, **common)
-        total = r["delegated_ops"] + sum(r["portable_ops"].values())
+        d = r.delegation
+        total = d.delegated_ops + sum(d.portable_ops.values())
         print(
-            f"XNNPACK delegate: {r['delegated_ops']} of {total} ops ({100 * r['delegated_fraction']:.1f}%) "
-            f"in {r['delegate_pieces']} piece(s)"
+            f"XNNPACK delegate: {d.delegated_ops} of {total} ops ({100 * d.delegated_fraction:.1f}%) "
+            f"in {d.delegate_pieces} piece(s)"
         )
-        if r["portable_ops"]:
-            left = ", ".join(f"{k} x{v}" for k, v in sorted(r["portable_ops"].items()))
+        if d.portable_ops:
+            left = ", ".join(f"{k} x{v}" for k, v in sorted(d.portable_ops.items()))
             print(f"warning: ops on ExecuTorch's portable kernels: {left}", file=sys.stderr)
     elif args.format == "litert":
         r = export_litert(model, args.out, **common)
     else:
         r = export_openvino(model, args.out, precision=args.precision, **common)
-    reduced = next((k for k in ("int8", "bf16") if k in r), None)
-    if reduced:
-        f = r[reduced]
-        acc = (
-            f"top-1 fp32 {f['fp32_top1']:.4f} / {reduced} {f['int8_top1']:.4f}"
-            if f["fp32_top1"] is not None
-            else f["accuracy_note"]
-        )
-        print(
-            f"{args.format} {reduced} vs fp32 on {f['val_images']} {f['data']} validation images: top-1 "
-            f"agreement {f['top1_agreement']:.4f}, {acc}, largest logit change "
-            f"{100 * f['max_rel_logit_diff']:.1f}% of the largest fp32 logit"
-        )
-    for c in r.get("checks", []):
-        print(
-            f"{args.format} parity at batch {c['batch']}, {c['size'][0]}x{c['size'][1]}: max abs diff "
-            f"{c['max_abs_diff']:.2e}"
-        )
-    print(
-        f"wrote {r['path']} ({r['precision']}, {r['bytes'] / 1e6:.1f} MB, batch {r['batch']}, {size[0]}x{size[1]})"
-    )
+    if r.accuracy is not None:
+        _print_accuracy(args.format, r.accuracy)
+    _print_checks(args.format, r.checks)
+    print(f"wrote {r.path} ({r.precision}, {r.bytes / 1e6:.1f} MB, batch {r.batch}, {size[0]}x{size[1]})")
     return 0
 
 
 def _export_int8(
-    args: argparse.Namespace, model: Any, size: tuple[int, int], classes: list[str] | None
+    args: argparse.Namespace,
+    model: Any,
+    size: tuple[int, int],
+    classes: list[str] | None,
+    source: Int8Source | None,
 ) -> int:
-    from ..export import Int8NotFaster, export_int8
+    from ..export import Int8NotFaster, Int8TooInaccurate, export_int8
 
-    if args.dynamic_hw:
-        raise SystemExit(
-            "mobilevit export: error: --dynamic-hw is refused (see docs); --int8 takes a fixed size"
-        )
     try:
         r = export_int8(
             model,
@@ -211,32 +257,27 @@ def _export_int8(
             batch=args.batch,
             dynamic_batch=args.dynamic_batch,
             opset=args.opset,
-            data=args.int8_data,
+            data=source,
             calib_images=args.calib_images,
             model_classes=classes,
             keep_slower=args.int8_keep_slower,
+            max_drop=args.max_drop,
+            min_agreement=args.min_agreement,
         )
-    except Int8NotFaster as e:
+    except (Int8NotFaster, Int8TooInaccurate) as e:
+        _print_accuracy("onnxruntime", e.report.accuracy)
         print(f"mobilevit export: {e}", file=sys.stderr)
         return 3
-    acc = (
-        f"top-1 fp32 {r['fp32_top1']:.4f} / int8 {r['int8_top1']:.4f}"
-        if r["fp32_top1"] is not None
-        else r["accuracy_note"]
-    )
+    _print_accuracy("onnxruntime", r.accuracy)
+    t = r.timing
     print(
-        f"int8 vs fp32 on {r['val_images']} {r['data']} validation images: top-1 agreement "
-        f"{r['top1_agreement']:.4f}, {acc}, largest logit change {100 * r['max_rel_logit_diff']:.1f}% "
-        "of the largest fp32 logit"
+        f"time (onnxruntime, batch {t.timed_batch}, {t.threads} threads): int8 "
+        f"{t.int8_ms_per_image:.2f} ms/image vs fp32 {t.fp32_ms_per_image:.2f} "
+        f"({t.ratio_int8_vs_fp32:.2f}x)"
     )
-    print(
-        f"time (onnxruntime, batch {r['timed_batch']}, {r['threads']} threads): int8 "
-        f"{r['int8_ms_per_image']:.2f} ms/image vs fp32 {r['fp32_ms_per_image']:.2f} "
-        f"({r['ratio_int8_vs_fp32']:.2f}x)"
-    )
-    if r["ratio_int8_vs_fp32"] >= 1.0:
+    if t.ratio_int8_vs_fp32 >= 1.0:
         print(
             "warning: int8 is slower than fp32 here; written because of --int8-keep-slower", file=sys.stderr
         )
-    print(f"wrote {r['path']} (int8, {r['bytes'] / 1e6:.1f} MB) and {r['fp32_path']} (fp32, verified)")
+    print(f"wrote {r.path} (int8, {r.bytes / 1e6:.1f} MB) and {r.fp32_path} (fp32, verified)")
     return 0

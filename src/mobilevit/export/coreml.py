@@ -16,13 +16,14 @@ import platform
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .onnx import ExportError, _check_size, export_core
+from .errors import ExportError, check_size
+from .onnx import export_core
+from .reports import ExportReport, ParityCheck
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def export_coreml(
     batch: int = 1,
     dynamic_hw: bool = False,
     atol: float = 1e-3,
-) -> dict[str, Any]:
+) -> ExportReport:
     """Convert ``model`` (BN folded) to a Core ML ``.mlpackage``; returns a report.
 
     Classifiers and segmenters map ``image -> output``; an SSDLite detector exports its core
@@ -46,7 +47,7 @@ def export_coreml(
             "flexible height/width is refused for Core ML: the traced unfold/fold reshapes keep the traced "
             "sizes, so the model would be wrong at other sizes. Export one model per input size (--img-size H W)."
         )
-    _check_size(model, img_size)
+    check_size(model, img_size)
     if Path(path).suffix != ".mlpackage":
         raise ExportError(f"a Core ML ML program is a folder ending in .mlpackage, got {path}")
     if batch < 1:
@@ -72,23 +73,24 @@ def export_coreml(
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mlmodel.save(str(path))
-    report: dict[str, Any] = {
-        "path": str(path),
-        "format": "coreml",
-        "img_size": list(img_size),
-        "batch": batch,
-        "outputs": outputs,
-        "check": None,
-    }
+    report = ExportReport(
+        path=str(path),
+        format="coreml",
+        precision="fp32",
+        img_size=(int(img_size[0]), int(img_size[1])),
+        batch=batch,
+        outputs=outputs,
+        files=[str(path)],
+    )
     if platform.system() != "Darwin":
-        report["check"] = "skipped: running a Core ML model needs macOS"
+        report.check_note = "skipped: running a Core ML model needs macOS"
         return report
     with torch.no_grad():
         refs = reference(x)
     refs = refs if isinstance(refs, tuple) else (refs,)
     got = mlmodel.predict({"image": x.numpy()})
     diff = max(float(np.abs(r.numpy() - got[n]).max()) for r, n in zip(refs, outputs, strict=True))
-    report["check"] = {"max_abs_diff": diff}
+    report.checks = [ParityCheck(batch, (int(img_size[0]), int(img_size[1])), diff)]
     if not diff <= atol:
         shutil.rmtree(path, ignore_errors=True)
         raise ExportError(

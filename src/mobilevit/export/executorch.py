@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import nn
 
-from .int8 import load_int8_data
 from .onnx import export_core
-from .runtime_checks import (
-    calibrate,
-    check_request,
-    require,
-    verify,
-)
+from .reports import Delegation, ExportReport
+from .runtime_checks import calibrate, require
+from .runtime_export import ExportOptions, Graph, RuntimeBackend, export_to_runtime
 from .xnnpack_graph import shape_for_xnnpack
 
 log = logging.getLogger(__name__)
@@ -33,7 +29,7 @@ log = logging.getLogger(__name__)
 RUNTIME = "ExecuTorch"
 
 
-def delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
+def delegation(graph_module: torch.fx.GraphModule) -> Delegation:
     """Ops inside XNNPACK delegates and ops left outside (by name) of a lowered graph, from
     ExecuTorch's own ``get_delegation_info`` (less the ``getitem`` reads of the delegates' outputs)."""
     info = require("executorch.devtools.backend_debug", RUNTIME).get_delegation_info(graph_module)
@@ -43,12 +39,12 @@ def delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
         if b.non_delegated and op != "getitem"
     }
     total = info.num_delegated_nodes + sum(outside.values())
-    return {
-        "delegated_ops": info.num_delegated_nodes,
-        "portable_ops": outside,
-        "delegated_fraction": info.num_delegated_nodes / total if total else 0.0,
-        "delegate_pieces": info.num_delegated_subgraphs,
-    }
+    return Delegation(
+        delegated_ops=info.num_delegated_nodes,
+        portable_ops=outside,
+        delegated_fraction=info.num_delegated_nodes / total if total else 0.0,
+        delegate_pieces=info.num_delegated_subgraphs,
+    )
 
 
 def load_executorch(path: str | Path) -> Any:
@@ -90,7 +86,7 @@ def quantize_for_xnnpack(module: nn.Module, example: torch.Tensor, calib: np.nda
 
 def lower_to_xnnpack(
     module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes, Delegation]:
     """``module`` (an inference graph, already shaped) exported, quantized when ``calib`` is given,
     and lowered to XNNPACK: (the .pte bytes, the delegation report)."""
     exir = require("executorch.exir", RUNTIME)
@@ -104,55 +100,53 @@ def lower_to_xnnpack(
     return edge.to_executorch().buffer, report
 
 
+def _graph(model: nn.Module) -> Graph:
+    fast, reference, outputs, swapped = executorch_graph(model)
+    return Graph(fast, reference, outputs, {"modules_rewritten": swapped})
+
+
+def _convert(
+    graph: Graph, example: torch.Tensor, calib: np.ndarray | None, precision: str, path: Path
+) -> dict[str, Any]:
+    buffer, report = lower_to_xnnpack(graph.module, example, calib)
+    if report.portable_ops:
+        log.warning(
+            "ExecuTorch: %d of %d ops delegated to XNNPACK; on the portable kernels: %s",
+            report.delegated_ops,
+            report.delegated_ops + sum(report.portable_ops.values()),
+            ", ".join(f"{k} x{v}" for k, v in sorted(report.portable_ops.items())),
+        )
+    path.write_bytes(buffer)
+    return {"delegation": report}
+
+
+BACKEND = RuntimeBackend(
+    name=RUNTIME,
+    format="executorch",
+    suffix=".pte",
+    modules=("executorch.exir",),
+    graph=_graph,
+    convert=_convert,
+    load=load_executorch,
+)
+
+
 def export_executorch(
     model: nn.Module,
     path: str | Path,
     img_size: tuple[int, int] = (256, 256),
     batch: int = 1,
-    int8: bool = False,
-    data: str | Path = "digits",
-    calib_images: int = 64,
-    max_val: int | None = None,
-    model_classes: list[str] | None = None,
-    min_agreement: float = 0.98,
-    atol: float = 1e-4,
-) -> dict[str, Any]:
-    """Export ``model`` to an ExecuTorch ``.pte`` (XNNPACK) and check it in ExecuTorch; returns a report.
+    **options: Unpack[ExportOptions],
+) -> ExportReport:
+    """Export ``model`` to an ExecuTorch ``.pte`` (XNNPACK) and check it in ExecuTorch.
 
     Classifiers and segmenters map ``image -> output``, a detector its core ``image -> (scores,
     boxes)``. fp32 is checked against eager PyTorch (``atol``); ``int8`` (classifiers) by top-1
-    agreement with fp32 on ``data``'s validation images (>= ``min_agreement``). A file that fails
-    is deleted (:class:`~.onnx.ExportError` with the numbers).
+    against fp32 on ``data``'s labelled validation images (at most ``max_drop`` points lost). A
+    file that fails is deleted (:class:`~.errors.ExportError` with the numbers). The arguments are
+    :func:`~.runtime_export.export_to_runtime`'s.
+
+    Returns:
+        The :class:`~.reports.ExportReport`, with the XNNPACK ``delegation``.
     """
-    path = check_request(model, path, ".pte", img_size, batch, "int8" if int8 else None)
-    require("executorch.exir", RUNTIME)
-    data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
-    fast, reference, outputs, swapped = executorch_graph(model)
-    example = torch.rand(batch, 3, *img_size)
-    buffer, report = lower_to_xnnpack(fast, example, data_.calib if data_ else None)
-    if report["portable_ops"]:
-        log.warning(
-            "ExecuTorch: %d of %d ops delegated to XNNPACK; on the portable kernels: %s",
-            report["delegated_ops"],
-            report["delegated_ops"] + sum(report["portable_ops"].values()),
-            ", ".join(f"{k} x{v}" for k, v in sorted(report["portable_ops"].items())),
-        )
-    path.write_bytes(buffer)
-    run = load_executorch(path)
-    result: dict[str, Any] = {
-        "path": str(path),
-        "format": "executorch",
-        "delegate": "xnnpack",
-        "precision": "int8" if int8 else "fp32",
-        "img_size": list(img_size),
-        "batch": batch,
-        "outputs": outputs,
-        "modules_rewritten": swapped,
-        **report,
-    }
-    reduced = "int8" if int8 else None
-    result |= verify(
-        run, reference, path, RUNTIME, img_size, batch, atol, reduced, data_, model_classes, min_agreement
-    )
-    result["bytes"] = path.stat().st_size
-    return result
+    return export_to_runtime(BACKEND, model, path, img_size=img_size, batch=batch, **options)

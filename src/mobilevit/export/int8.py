@@ -6,11 +6,12 @@ quantizes it with onnxruntime's static quantization (QDQ format, int8 weights pe
 channel, int8 activations calibrated on training images) and then measures both sides on this
 machine:
 
-- **accuracy**: top-1 agreement of int8 with fp32 and the top-1 accuracy of each on a
-  validation set (the built-in digits by default, or a folder with ``train/`` and ``val/``
-  class folders), plus the largest logit change relative to the largest fp32 logit;
+- **accuracy**: the top-1 accuracy of each on the model's own labelled validation images
+  (:mod:`.calibration`), the drop between them (at most ``max_drop`` points, or the file is
+  refused: :class:`Int8TooInaccurate`), top-1 agreement and the largest logit change relative
+  to the largest fp32 logit;
 - **time**: fp32 and int8 onnxruntime sessions at the export's batch size, timed in
-  alternating rounds (:func:`~mobilevit.bench.timing.measure_alternating`), per image.
+  alternating rounds (:func:`~mobilevit.timing.measure_alternating`), per image.
 
 Where int8 is not faster than fp32 the int8 model is not written and :class:`Int8NotFaster`
 says so with the numbers (the verified fp32 model stays next to it); ``keep_slower`` writes it
@@ -26,7 +27,6 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..timing import InferencePath, measure_alternating
 from .batches import padded_batches
-from .onnx import ExportError, export_onnx
+from .calibration import Int8Data, Int8Source, check_classes, load_int8_data
+from .errors import ExportError
+from .onnx import export_onnx, ort_session
+from .reports import AccuracyCheck, Int8Report, Int8Timing
+from .runtime_checks import DEFAULT_MAX_DROP, accuracy_check, check_criteria, judge
 
 log = logging.getLogger(__name__)
 
@@ -43,98 +48,17 @@ log = logging.getLogger(__name__)
 class Int8NotFaster(ExportError):
     """int8 is not faster than fp32 here: the int8 model was not written. ``report`` holds the numbers."""
 
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
+    def __init__(self, message: str, report: Int8Report) -> None:
         super().__init__(message)
         self.report = report
 
 
-@dataclass
-class Int8Data:
-    """Images for calibration and validation, ``[N, 3, H, W]`` float32 in [0, 1], and the labels."""
+class Int8TooInaccurate(ExportError):
+    """int8 loses more top-1 than allowed: the int8 model was not written. ``report`` holds the numbers."""
 
-    calib: np.ndarray
-    val: np.ndarray
-    labels: np.ndarray
-    classes: list[str]
-    source: str
-    calib_split: str
-    skipped: list[str] = field(default_factory=list)  # unreadable files, by path and reason
-
-
-def load_int8_data(
-    data: str | Path,
-    img_size: tuple[int, int],
-    calib_images: int = 64,
-    max_val: int | None = None,
-    seed: int = 0,
-) -> Int8Data:
-    """Calibration and validation images at ``img_size`` (resized whole, as the digits demo evaluates).
-
-    ``data`` is ``"digits"`` (scikit-learn's handwritten digits, written once under the cache
-    folder) or a folder with ``val/`` (and ideally ``train/``) class folders. Calibration uses
-    ``calib_images`` images drawn (seeded) from ``train/``, or from ``val/`` when there is none;
-    validation uses all of ``val/`` (or ``max_val`` of them, seeded). Class indices are those
-    training assigns (the sorted class folders of ``train/``). Unreadable files are skipped, logged
-    and listed in ``skipped``.
-    """
-    import torchvision.transforms.v2 as T
-
-    from ..data.folders import BadSample, DataError, ImageFolderDataset
-    from ..data.synthetic import write_digits
-    from ..weights.specs import cache_dir
-
-    if calib_images < 1:
-        raise ExportError(f"calibration needs at least one image, got calib_images={calib_images}")
-    if str(data) == "digits":
-        root = write_digits(cache_dir() / "data" / "digits", size=32, seed=0)
-    else:
-        root = Path(data)
-        if not (root / "val").is_dir():
-            raise ExportError(
-                f"int8 validation data {str(data)!r}: expected 'digits' or a folder with val/ "
-                "(and train/) class folders"
-            )
-    resize = T.Compose(
-        [T.ToImage(), T.Resize(tuple(img_size), antialias=True), T.ToDtype(torch.float32, scale=True)]
-    )
-
-    def transform(image: Any, key: Any = None) -> torch.Tensor:
-        return resize(image)
-
-    skipped: list[str] = []
-
-    def stack(ds: ImageFolderDataset, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for i in indices:
-            item = ds[i]
-            if isinstance(item, BadSample):
-                log.warning("skipping unreadable image %s (%s)", item.path, item.error)
-                skipped.append(f"{item.path}: {item.error}")
-                continue
-            images.append(item[0].numpy())
-            labels.append(item[1])
-        if not images:
-            raise ExportError(f"no readable images in {ds.root}")
-        return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
-
-    has_train = (root / "train").is_dir()
-    try:  # class indices as training assigns them: the sorted folder names of train/
-        calib_ds = ImageFolderDataset(root, "train" if has_train else "val", transform)
-        val_ds = (
-            ImageFolderDataset(root, "val", transform, classes=calib_ds.classes) if has_train else calib_ds
-        )
-    except DataError as e:
-        raise ExportError(f"int8 validation data: {e}") from e
-    rng = np.random.default_rng(seed)
-    calib_idx = sorted(rng.permutation(len(calib_ds))[:calib_images].tolist())
-    val_idx = list(range(len(val_ds)))
-    if max_val is not None and max_val < len(val_ds):  # a seeded subset of every class, not the first ones
-        val_idx = sorted(rng.permutation(len(val_ds))[:max_val].tolist())
-    calib, _ = stack(calib_ds, calib_idx)
-    val, labels = stack(val_ds, val_idx)
-    return Int8Data(
-        calib, val, labels, list(val_ds.classes), str(data), "train" if has_train else "val", skipped
-    )
+    def __init__(self, message: str, report: Int8Report) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def _model_batch(session: Any) -> int | None:
@@ -160,8 +84,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from ..bench.timing import ort_session
 
     class Reader(CalibrationDataReader):
         def __init__(self, batches: list[tuple[np.ndarray, int]]) -> None:
@@ -196,7 +118,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
 
 def _time_sessions(fp32: Any, int8: Any, x: np.ndarray, rounds: int, budget_s: float) -> dict[str, float]:
     """ms per image of each session on ``x``, alternating rounds; about ``budget_s`` seconds in all."""
-    from ..bench.timing import InferencePath, measure_alternating
 
     def path(name: str, session: Any) -> InferencePath:
         def fn(t: torch.Tensor) -> torch.Tensor:
@@ -222,57 +143,39 @@ def compare_int8(
     model_classes: list[str] | None = None,
     rounds: int = 5,
     budget_s: float = 10.0,
-) -> dict[str, Any]:
-    """Accuracy and time of the int8 model against the fp32 one, both in onnxruntime."""
-    from ..bench.timing import ort_session
+) -> tuple[AccuracyCheck, Int8Timing]:
+    """Accuracy and time of the int8 model against the fp32 one, both in onnxruntime.
 
+    Args:
+        fp32_path: the fp32 ONNX file.
+        int8_path: its int8 twin.
+        data: labelled validation images (``data.val`` is run through both).
+        model_classes: the model's class names, when known.
+        rounds: alternating timing rounds.
+        budget_s: about how long the timing takes in all.
+
+    Returns:
+        ``(accuracy, timing)``.
+    """
     fp32, int8 = ort_session(Path(fp32_path)), ort_session(Path(int8_path))
-    figures = accuracy_figures(run_batched(fp32, data.val), run_batched(int8, data.val), data, model_classes)
+    accuracy = accuracy_check(
+        run_batched(fp32, data.val),
+        run_batched(int8, data.val),
+        data,
+        precision="int8",
+        model_classes=model_classes,
+    )
     batch = _model_batch(fp32) or 1
     x = padded_batches(data.val[:batch], batch)[0][0]
     ms = _time_sessions(fp32, int8, x, rounds, budget_s)
-    return {
-        "fp32_ms_per_image": ms["fp32"],
-        "int8_ms_per_image": ms["int8"],
-        "ratio_int8_vs_fp32": ms["int8"] / ms["fp32"],
-        "timed_batch": batch,
-        "threads": torch.get_num_threads(),
-        **figures,
-    }
-
-
-def accuracy_figures(
-    ref: np.ndarray, got: np.ndarray, data: Int8Data, model_classes: list[str] | None = None
-) -> dict[str, Any]:
-    """int8 logits ``got`` against fp32 logits ``ref`` on ``data.val``: top-1 agreement, the largest
-    logit change relative to the largest fp32 logit, and each one's top-1 accuracy (where the
-    model's classes are the data's)."""
-    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-    rel = float(np.abs(ref - got).max() / max(float(np.abs(ref).max()), 1e-12))
-    k = ref.shape[1]
-    accuracy_note = None
-    if model_classes is not None and list(model_classes) != data.classes:
-        accuracy_note = (
-            f"the model's classes ({k}) are not the data's ({len(data.classes)}): accuracy not computed"
-        )
-    elif k != len(data.classes):
-        accuracy_note = f"the model has {k} classes, the data {len(data.classes)}: accuracy not computed"
-    fp32_top1 = int8_top1 = None
-    if accuracy_note is None:
-        fp32_top1 = float((ref.argmax(1) == data.labels).mean())
-        int8_top1 = float((got.argmax(1) == data.labels).mean())
-    return {
-        "top1_agreement": agreement,
-        "max_rel_logit_diff": rel,
-        "fp32_top1": fp32_top1,
-        "int8_top1": int8_top1,
-        "accuracy_note": accuracy_note,
-        "val_images": int(len(data.val)),
-        "calib_images": int(len(data.calib)),
-        "calib_split": data.calib_split,
-        "data": data.source,
-        "skipped_images": data.skipped,
-    }
+    timing = Int8Timing(
+        fp32_ms_per_image=ms["fp32"],
+        int8_ms_per_image=ms["int8"],
+        ratio_int8_vs_fp32=ms["int8"] / ms["fp32"],
+        timed_batch=batch,
+        threads=torch.get_num_threads(),
+    )
+    return accuracy, timing
 
 
 def export_int8(
@@ -280,21 +183,45 @@ def export_int8(
     path: str | Path,
     img_size: tuple[int, int] = (256, 256),
     batch: int = 1,
+    *,
     dynamic_batch: bool = False,
     opset: int = 17,
-    data: str | Path = "digits",
+    data: str | Path | Int8Source,
     calib_images: int = 64,
     max_val: int | None = None,
     model_classes: list[str] | None = None,
     keep_slower: bool = False,
+    max_drop: float = DEFAULT_MAX_DROP,
+    min_agreement: float | None = None,
     budget_s: float = 10.0,
-) -> dict[str, Any]:
-    """Write an int8 ONNX classifier at ``path`` if it is faster than fp32 here (or ``keep_slower``).
+) -> Int8Report:
+    """Write an int8 ONNX classifier at ``path`` if it is faster than fp32 here (or ``keep_slower``)
+    and loses at most ``max_drop`` points of top-1 on ``data``'s validation images.
 
-    The verified fp32 export is written next to it as ``<stem>.fp32.onnx`` and the figures as
-    ``<stem>.int8.json`` (also when int8 is refused). Raises :class:`Int8NotFaster` with the
-    numbers when int8 is not faster; :class:`~.onnx.ExportError` for a model that is not a
-    classifier or data that cannot be read, before any export.
+    Args:
+        model: a classifier.
+        path: the int8 file to write; the verified fp32 export goes beside it as
+            ``<stem>.fp32.onnx`` and the figures as ``<stem>.int8.json`` (also when int8 is refused).
+        img_size: the input ``(H, W)``.
+        batch: the fixed batch (ignored with ``dynamic_batch``).
+        dynamic_batch: a dynamic batch dimension.
+        opset: the ONNX opset.
+        data: labelled images of the model's classes (``"digits"``, a folder with ``train/`` and
+            ``val/``, or an :class:`~.calibration.Int8Source`).
+        calib_images: calibration images drawn from ``train/``.
+        max_val: validate on a seeded subset of ``val/`` of this size (None: all of it).
+        model_classes: the model's class names (a mismatch with the data's is an error).
+        keep_slower: write the int8 file even where it is not faster here.
+        max_drop: the largest accepted top-1 drop, percentage points.
+        min_agreement: a top-1 agreement with fp32 the file must reach too (None: only where
+            accuracy cannot be computed).
+        budget_s: about how long the timing takes.
+
+    Returns:
+        The :class:`~.reports.Int8Report`. Raises :class:`Int8NotFaster` or
+        :class:`Int8TooInaccurate` with the report when the file is refused;
+        :class:`~.errors.ExportError` for a model that is not a classifier or data that cannot be
+        read, before any export.
     """
     from ..models import BackboneBase
 
@@ -303,10 +230,12 @@ def export_int8(
             "--int8 quantizes classifiers (its accuracy check is top-1 on labelled images); "
             f"got a {type(model).__name__}. Export segmentation and detection models in fp32."
         )
+    check_criteria(max_drop, min_agreement)
     path = Path(path)
     data_ = load_int8_data(
         data, img_size, calib_images=calib_images, max_val=max_val
     )  # bad data: before work
+    check_classes(data_, model_classes, model.num_classes)
     fp32_path = path.with_name(path.stem + ".fp32.onnx")
     report_path = path.with_name(path.stem + ".int8.json")
     fp32_report = export_onnx(
@@ -316,34 +245,57 @@ def export_int8(
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-", dir=path.parent) as tmp:
         candidate = Path(tmp) / path.name
         quantize_int8(fp32_path, candidate, data_.calib)
-        figures = compare_int8(fp32_path, candidate, data_, model_classes=model_classes, budget_s=budget_s)
-        faster = figures["ratio_int8_vs_fp32"] < 1.0
-        report = {
-            "path": str(path),
-            "fp32_path": str(fp32_path),
-            "written": bool(faster or keep_slower),
-            "img_size": list(img_size),
-            "batch": fp32_report["batch"],
-            "fp32_checks": fp32_report["checks"],
-            **figures,
-        }
-        if report["written"]:
+        accuracy, timing = compare_int8(
+            fp32_path, candidate, data_, model_classes=model_classes, budget_s=budget_s
+        )
+        inaccurate = judge(accuracy, max_drop, min_agreement)
+        slower = timing.ratio_int8_vs_fp32 >= 1.0 and not keep_slower
+        report = Int8Report(
+            path=str(path),
+            fp32_path=str(fp32_path),
+            written=not (slower or inaccurate),
+            img_size=(int(img_size[0]), int(img_size[1])),
+            batch=fp32_report.batch,
+            fp32_checks=list(fp32_report.checks),
+            accuracy=accuracy,
+            timing=timing,
+        )
+        if slower:
+            report.refused = (
+                f"int8 is not faster than fp32 on this machine: {timing.int8_ms_per_image:.2f} vs "
+                f"{timing.fp32_ms_per_image:.2f} ms per image at batch {timing.timed_batch} "
+                f"({timing.ratio_int8_vs_fp32:.2f}x the fp32 time, {timing.threads} threads, onnxruntime), "
+                f"top-1 agreement {accuracy.top1_agreement:.4f}"
+            )
+        elif inaccurate:
+            report.refused = f"int8 {inaccurate}"
+        if report.written:
             candidate.replace(path)
-            report["bytes"] = path.stat().st_size
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
-    if not report["written"]:
+            report.bytes = path.stat().st_size
+    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if slower:
         raise Int8NotFaster(
-            f"int8 is not faster than fp32 on this machine: {figures['int8_ms_per_image']:.2f} vs "
-            f"{figures['fp32_ms_per_image']:.2f} ms per image at batch {figures['timed_batch']} "
-            f"({figures['ratio_int8_vs_fp32']:.2f}x the fp32 time, {figures['threads']} threads, onnxruntime), "
-            f"top-1 agreement {figures['top1_agreement']:.4f}; {path} was not written. The verified fp32 model "
+            f"{report.refused}; {path} was not written. The verified fp32 model "
             f"is {fp32_path}; the figures are in {report_path}. --int8-keep-slower writes the int8 model "
             "anyway (e.g. for a device whose int8 kernels pay). On x86 CPUs PyTorch's own int8 "
             "(mobilevit.export.quantize_int8_torch: PT2E + torch.compile, oneDNN kernels) may pay where "
             "onnxruntime's does not; `mobilevit bench --side-by-side --int8` times both here.",
             report,
         )
+    if inaccurate:
+        raise Int8TooInaccurate(
+            f"{report.refused}; {path} was not written. The verified fp32 model is {fp32_path}; the figures "
+            f"are in {report_path}. Calibrate on the model's own images (--int8-data) or loosen --max-drop.",
+            report,
+        )
     return report
 
 
-__all__ = ["Int8Data", "Int8NotFaster", "compare_int8", "export_int8", "load_int8_data", "quantize_int8"]
+__all__ = [
+    "Int8NotFaster",
+    "Int8TooInaccurate",
+    "compare_int8",
+    "export_int8",
+    "quantize_int8",
+    "run_batched",
+]

@@ -14,21 +14,17 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..models.mobilevitv2 import LinearSelfAttention
-from .int8 import load_int8_data
 from .onnx import export_core
-from .runtime_checks import (
-    calibrate,
-    check_request,
-    require,
-    verify,
-)
+from .reports import ExportReport
+from .runtime_checks import calibrate, require
+from .runtime_export import ExportOptions, Graph, RuntimeBackend, export_to_runtime
 from .xnnpack_graph import shape_for_xnnpack
 
 log = logging.getLogger(__name__)
@@ -109,42 +105,40 @@ def convert_litert(module: nn.Module, example: torch.Tensor, calib: np.ndarray |
         )
 
 
+def _graph(model: nn.Module) -> Graph:
+    return Graph(*litert_graph(model))
+
+
+def _convert(
+    graph: Graph, example: torch.Tensor, calib: np.ndarray | None, precision: str, path: Path
+) -> dict[str, Any]:
+    convert_litert(graph.module, example, calib).export(str(path))
+    return {}
+
+
+BACKEND = RuntimeBackend(
+    name=RUNTIME,
+    format="litert",
+    suffix=".tflite",
+    modules=("litert_torch", "ai_edge_litert.interpreter"),
+    graph=_graph,
+    convert=_convert,
+    load=load_litert,
+)
+
+
 def export_litert(
     model: nn.Module,
     path: str | Path,
     img_size: tuple[int, int] = (256, 256),
     batch: int = 1,
-    int8: bool = False,
-    data: str | Path = "digits",
-    calib_images: int = 64,
-    max_val: int | None = None,
-    model_classes: list[str] | None = None,
-    min_agreement: float = 0.98,
-    atol: float = 1e-4,
-) -> dict[str, Any]:
-    """Export ``model`` to a LiteRT ``.tflite`` and check it in LiteRT's interpreter; returns a report.
+    **options: Unpack[ExportOptions],
+) -> ExportReport:
+    """Export ``model`` to a LiteRT ``.tflite`` and check it in LiteRT's interpreter.
 
-    The same outputs and checks as :func:`~.executorch.export_executorch`.
+    The same outputs, checks and arguments as :func:`~.executorch.export_executorch`.
+
+    Returns:
+        The :class:`~.reports.ExportReport`.
     """
-    path = check_request(model, path, ".tflite", img_size, batch, "int8" if int8 else None)
-    require("litert_torch", RUNTIME)
-    require("ai_edge_litert.interpreter", RUNTIME)
-    data_ = load_int8_data(data, img_size, calib_images, max_val) if int8 else None
-    fast, reference, outputs = litert_graph(model)
-    example = torch.rand(batch, 3, *img_size)
-    convert_litert(fast, example, data_.calib if data_ else None).export(str(path))
-    run = load_litert(path)
-    result: dict[str, Any] = {
-        "path": str(path),
-        "format": "litert",
-        "precision": "int8" if int8 else "fp32",
-        "img_size": list(img_size),
-        "batch": batch,
-        "outputs": outputs,
-    }
-    reduced = "int8" if int8 else None
-    result |= verify(
-        run, reference, path, RUNTIME, img_size, batch, atol, reduced, data_, model_classes, min_agreement
-    )
-    result["bytes"] = path.stat().st_size
-    return result
+    return export_to_runtime(BACKEND, model, path, img_size=img_size, batch=batch, **options)

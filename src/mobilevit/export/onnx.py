@@ -19,26 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileViTError
+from .errors import ExportError, check_size
 from .optimize import optimize_for_inference
+from .reports import ExportReport, ParityCheck
 
 log = logging.getLogger(__name__)
-
-
-class ExportError(MobileViTError, RuntimeError):
-    """An export that cannot be made, or that failed its parity check (the file is deleted)."""
-
-
-def _check_size(model: nn.Module, img_size: tuple[int, int]) -> None:
-    """An export size the model can take: >= 32 px, and a detector's own size (its anchors depend on it)."""
-    if len(img_size) != 2 or min(img_size) < 32:
-        raise ExportError(f"image size must be two ints >= 32 (the network's output stride), got {img_size}")
-    built = getattr(getattr(model, "ssd_config", None), "image_size", None)
-    if built is not None and tuple(img_size) != tuple(built):
-        raise ExportError(
-            f"this detector was built for {built[0]}x{built[1]} inputs (its anchors depend on the size); "
-            f"export it at that size, not {img_size[0]}x{img_size[1]}"
-        )
 
 
 def export_core(model: nn.Module, patch_layout: str = "pixels") -> tuple[nn.Module, nn.Module, list[str]]:
@@ -69,8 +54,8 @@ def export_onnx(
     opset: int = 17,
     atol: float = 1e-4,
     batch: int = 1,
-) -> dict[str, Any]:
-    """Export ``model`` (BN folded) to ONNX and check it in onnxruntime; returns a report.
+) -> ExportReport:
+    """Export ``model`` (BN folded) to ONNX and check it in onnxruntime.
 
     Without ``dynamic_batch`` the graph takes exactly ``batch`` images (fixed shapes let
     onnxruntime plan every buffer); with it, any batch size (traced at 2, checked at 2 and 3).
@@ -85,9 +70,9 @@ def export_onnx(
             "MobileViT's unfold/fold or drop its resize branch, so the model would be wrong at other sizes. "
             "Export one model per input size (--img-size H W)."
         )
-    if not 7 <= opset <= 21:
-        raise ExportError(f"unsupported opset {opset}; use 13..21 (17 is the default)")
-    _check_size(model, img_size)
+    if not 14 <= opset <= 21:  # 14: the first with scaled_dot_product_attention's ops
+        raise ExportError(f"unsupported opset {opset}; use 14..21 (17 is the default)")
+    check_size(model, img_size)
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
     try:
@@ -126,20 +111,34 @@ def export_onnx(
             float(np.abs(r.numpy() - g).max()) if r.shape == g.shape else float("inf")
             for r, g in zip(refs, gots, strict=True)
         )
-        checks.append({"batch": b, "size": list(img_size), "max_abs_diff": diff})
+        checks.append(ParityCheck(b, (int(img_size[0]), int(img_size[1])), diff))
         if not diff <= atol:
             path.unlink(missing_ok=True)
             raise ExportError(
                 f"onnxruntime disagrees with PyTorch at batch {b}, {img_size[0]}x{img_size[1]}: max abs diff "
                 f"{diff:.3g} > {atol:g}; the export was deleted"
             )
-    return {
-        "path": str(path),
-        "opset": opset,
-        "img_size": list(img_size),
-        "dynamic_batch": dynamic_batch,
-        "batch": None if dynamic_batch else batch,
-        "outputs": output_names,
-        "checks": checks,
-        "bytes": path.stat().st_size,
-    }
+    return ExportReport(
+        path=str(path),
+        format="onnx",
+        precision="fp32",
+        img_size=(int(img_size[0]), int(img_size[1])),
+        batch=None if dynamic_batch else batch,
+        outputs=output_names,
+        bytes=path.stat().st_size,
+        checks=checks,
+        files=[str(path)],
+        opset=opset,
+    )
+
+
+def ort_session(onnx_file: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on ``onnx_file`` with ``threads`` intra-op threads (default: torch's
+    thread count), all graph optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
