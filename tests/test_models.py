@@ -82,7 +82,11 @@ def test_output_stride_by_dilation(os_, reductions):
     # ml-cvnets' rule: the strided MV2 gets the *previous* dilation, the block none
     l5_dw = model.stages[4][0].dw.conv
     assert l5_dw.stride == (1, 1) and l5_dw.dilation == ((1, 1) if os_ == 16 else (2, 2))
-    assert not hasattr(model, "conv_exp") and not hasattr(model, "head")
+    assert not hasattr(model, "head")  # no classifier; the stride-32 level is the 1x1 expansion (timm)
+    assert (
+        model.feature_info.channels() == [16, 24, 48, 64, 320]
+        and model.feature_info.module_name(4) == "conv_exp"
+    )
 
 
 def test_ablation_knobs_are_config_fields():

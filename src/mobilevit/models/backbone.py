@@ -111,9 +111,6 @@ class BackboneBase(nn.Module):
             nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
             nn.init.zeros_(self.head.fc.bias)
 
-    def feature_channels(self, out_indices: Sequence[int]) -> list[int]:
-        return [self.feature_info[i].channels for i in out_indices]
-
 
 class MobileViT(BackboneBase):
     """MobileViT classifier and backbone. Takes RGB images in [0, 1] by default, [B, C, H, W]."""

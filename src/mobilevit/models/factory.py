@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from ..weights.hub import fetch_repo, is_hub_name
 from ..weights.loading import load_backbone_weights, load_pretrained
+from .features import feature_maps
 from .registry import list_models, model_entrypoint
 
 __all__ = ["create_model", "list_models"]
@@ -20,6 +22,8 @@ def create_model(
     pretrained: str | Path | None = None,
     *,
     reset_classifier: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with weights.
@@ -36,6 +40,11 @@ def create_model(
             checkpoint (converted on the fly).
         reset_classifier: when ``num_classes`` differs from the checkpoint's, load everything but
             the classifier and re-initialise it. Without it such a mismatch is an error.
+        features_only: return a :class:`~mobilevit.models.features.FeatureMaps` (timm's
+            ``features_only``): ``model(x)`` is a list of maps, one per level in ``out_indices``, at
+            strides 2, 4, 8, 16, 32 (with ``output_stride``, the last ones dilated instead), with
+            ``model.feature_info.channels()`` / ``.reduction()`` / ``.module_name()``.
+        out_indices: the levels ``features_only`` returns (default all five, 0..4).
         **overrides: config fields, e.g. ``patch_size=(8, 4, 2)`` or ``skip_connection=False``;
             for detection and segmentation models also ``backbone_weights`` (a classifier's
             checkpoint or tag, loaded into the backbone) and the head's own settings.
@@ -66,4 +75,8 @@ def create_model(
         if repo is not None and repo.layout == "mobilevit":  # the repo's preprocessing (config.json)
             pre = repo.config.get("preprocessing") or {}
             cfg.update({k: pre[k] for k in ("crop_size", "resize_size", "interpolation") if k in pre})
+    if features_only:
+        return feature_maps(model, out_indices)
+    if out_indices is not None:
+        raise ValueError("out_indices selects the maps of features_only=True; pass features_only=True too")
     return model
