@@ -96,6 +96,7 @@ def run_config(run_dir):
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.slow
 @pytest.mark.parametrize("study", list(STUDY_FLAGS))
 def test_study_end_to_end_on_the_digits(study, studies, tiny_digits):
     out = studies[study]
@@ -149,6 +150,7 @@ def test_study_end_to_end_on_the_digits(study, studies, tiny_digits):
         assert top1 == pytest.approx(rows[-1]["val_ema_top1" if ema_on else "val_top1"])
 
 
+@pytest.mark.slow
 def test_patch_size_reports_accuracy_and_latency_side_by_side(studies):
     table = {r["variant"]: r for r in read_csv(studies["patch-size"] / "results.csv")}
     assert {"p2-2-2", "p8-4-2"} <= set(table) and len(table) >= 3
@@ -162,6 +164,7 @@ def test_patch_size_reports_accuracy_and_latency_side_by_side(studies):
     assert "p50 ms @64" in md and "p50 ms @256" in md
 
 
+@pytest.mark.slow
 def test_ema_study_holds_everything_else_equal(studies):
     """EMA only watches the weights: with the same seed and label smoothing, the trained weights
     follow the same path with EMA on and off, epoch for epoch."""
@@ -178,6 +181,7 @@ def test_ema_study_holds_everything_else_equal(studies):
     assert rows("ema-ls0.1")[0]["train_loss"] != rows("ema-ls0")[0]["train_loss"]  # the knob does act
 
 
+@pytest.mark.slow
 def test_skip_connection_variants_and_seed_spread(studies):
     table = {r["variant"]: r for r in read_csv(studies["skip-connection"] / "results.csv")}
     assert int(table["no-skip"]["params"]) < int(table["skip"]["params"])  # fusion conv takes C, not 2C
@@ -185,6 +189,7 @@ def test_skip_connection_variants_and_seed_spread(studies):
     assert "±" in (studies["skip-connection"] / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_recorded_command_reproduces_the_study(studies):
     """study.json's command, parsed again, plans exactly the runs that were trained (all done)."""
     for study, out in studies.items():
@@ -199,6 +204,7 @@ def test_recorded_command_reproduces_the_study(studies):
 
 
 # ---------------------------------------------------------------------- replot
+@pytest.mark.slow
 def test_replot_redraws_a_finished_study_without_training(studies, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("replot must not train")
@@ -225,6 +231,7 @@ def test_replot_redraws_a_finished_study_without_training(studies, tmp_path, mon
 
 
 # ---------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_an_interrupted_study_resumes_the_runs_it_had_not_finished(
     studies, tiny_digits, tmp_path, capsys, monkeypatch
 ):

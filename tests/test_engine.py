@@ -155,7 +155,9 @@ def _term_at(trainer: Trainer, call: int) -> None:
     trainer.task.loss = wrapped
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize(
+    "task", ["classification", *(pytest.param(t, marks=pytest.mark.slow) for t in TASKS[1:])]
+)  # the everyday tier keeps one resume
 def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(task, tmp_path, data):
     extra = ("optim.epochs=2", "optim.accum_steps=2") if task == "classification" else ("optim.epochs=2",)
     full = train(cfg_for(task, data, tmp_path / "full", *extra))
@@ -250,6 +252,8 @@ def _torchrun(nproc: int, args: list[str], *extra: str, timeout: int = 300) -> s
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_rank_local_nonfinite_loss_skips_the_same_step_on_both_ranks(tmp_path, data):
     res = tmp_path / "result.json"
     args = overrides("classification", data, tmp_path / "run", "optim.epochs=1")
@@ -261,6 +265,8 @@ def test_a_rank_local_nonfinite_loss_skips_the_same_step_on_both_ranks(tmp_path,
     assert math.isfinite(r0["checksum"]) and "optimizer step skipped on every rank" in out
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_worker_killed_mid_run_is_restarted_by_torchrun_and_ends_as_an_uninterrupted_run(tmp_path, data):
     args = overrides("classification", data, tmp_path / "run", "optim.epochs=2")
     res = tmp_path / "result.json"
@@ -289,6 +295,8 @@ while True:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_never_leaves_a_broken_resume_file(tmp_path):
     path = tmp_path / "resume.pt"
     last = 0

@@ -48,6 +48,8 @@ def test_the_wheel_ships_the_recipes_and_studies(wheel):
     assert not any(n.startswith(("tests/", "benchmarks/", "configs/")) for n in names)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_installed_outside_the_checkout(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(

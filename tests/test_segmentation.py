@@ -73,7 +73,9 @@ def test_cvnets_deeplabv3_reproduces_official_outputs(tmp_path, capsys):
         torch.testing.assert_close(rgb.forward_lowres(x.flip(1)), io["logits_lowres"], rtol=1e-5, atol=2e-4)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "variant", [VARIANTS[0], *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS[1:])]
+)
 def test_transformers_semantic_segmentation_equivalence(variant, tmp_path):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.MobileViTConfig(num_labels=21, output_stride=16, **HF_CONFIGS[variant])
