@@ -7,50 +7,35 @@ docs/demo_digits.md.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import shutil
-import time
-
-from _common import REPO, print_json_last, write_doc
-
-from mobilevit.engine import Trainer, load_config
+from _common import REPO, copy_curves, demo_args, epoch_table, print_json_last, train_and_evaluate, write_doc
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("overrides", nargs="*", help="extra config overrides, e.g. optim.epochs=10")
-    p.add_argument("--out-dir", default=str(REPO / "runs" / "bench_demo_digits"))
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    cfg = load_config(REPO / "configs" / "demo_digits.yaml", [*args.overrides, f"run.out_dir={args.out_dir}"])
-    start = time.perf_counter()
-    trainer = Trainer(cfg)
-    summary = trainer.fit()
-    # evaluate the kept weights the way `mobilevit eval` does, on the held-out split
-    from mobilevit.predict import load_classifier
-
-    best, _ = load_classifier(trainer.out / "best.safetensors")
-    final = trainer.evaluate(best.to(trainer.info.device))
-    raw = trainer.evaluate(trainer.model)
-    minutes = (time.perf_counter() - start) / 60
-    rows = trainer.metrics.rows() if trainer.metrics else []
-    table = ["| epoch | train loss | val top-1 (raw) | val top-1 (EMA) |", "|---:|---:|---:|---:|"]
-    table += [
-        f"| {r['epoch']} | {r['train_loss']:.4f} | {r.get('val_top1', float('nan')):.4f} | "
-        f"{r.get('val_ema_top1', float('nan')):.4f} |"
-        for r in rows
-    ]
+    args = demo_args(__doc__, "bench_demo_digits")
+    run = train_and_evaluate(REPO / "configs" / "demo_digits.yaml", args.overrides, args.out_dir)
+    t, final = run.trainer, run.final
+    raw = t.evaluate(t.model)
+    cfg = t.cfg
+    table = epoch_table(
+        run.rows,
+        [
+            ("epoch", "epoch"),
+            ("train loss", "train_loss"),
+            ("val top-1 (raw)", "val_top1"),
+            ("val top-1 (EMA)", "val_ema_top1"),
+        ],
+    )
+    kept = run.summary.get("best_weights") or "raw"
     body = (
-        f"MobileViT-XXS ({cfg.data.dataset}, {len(trainer.train_ds)} train / {final['count']} held-out images, "
+        f"MobileViT-XXS ({cfg.data.dataset}, {len(t.train_ds)} train / {final['count']} held-out images, "
         f"{cfg.optim.epochs} epochs, multi-scale {cfg.data.resolutions}):\n\n"
-        f"- held-out top-1 of best.safetensors (EMA): **{final['top1']:.4f}**, top-5 {final['top5']:.4f}\n"
+        f"- held-out top-1 of best.safetensors ({kept} weights): **{final['top1']:.4f}**, top-5 {final['top5']:.4f}\n"
         f"- held-out top-1 of the raw model at the end: {raw['top1']:.4f}\n"
-        f"- wall time, data generation + training + evaluation: **{minutes:.2f} min**\n\n"
-        + "\n".join(table)
+        f"- wall time, data generation + training + evaluation: **{run.minutes:.2f} min**\n\n"
+        + table
         + "\n\n![curves](demo_digits_curves.png)\n"
     )
-    shutil.copy(trainer.out / "curves.png", REPO / "docs" / "demo_digits_curves.png")
+    copy_curves(run, "demo_digits_curves.png")
     write_doc(
         "demo_digits.md",
         "Demo: MobileViT-XXS on the built-in digits",
@@ -62,8 +47,9 @@ def main() -> None:
             "top1": round(final["top1"], 4),
             "top5": round(final["top5"], 4),
             "top1_raw": round(raw["top1"], 4),
-            "minutes": round(minutes, 2),
-            "epochs": summary["epochs_done"],
+            "best_weights": kept,
+            "minutes": round(run.minutes, 2),
+            "epochs": run.summary["epochs_done"],
             "target_top1": 0.97,
             "target_minutes": 10,
         }

@@ -96,7 +96,7 @@ def test_train_resume_eval_predict(coco_root, tmp_path, capsys):
         str(tmp_path / "p"),
     ]
     assert main([*args, "--score-threshold", "0.0", "--json"]) == 0
-    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]
+    found = json.loads(capsys.readouterr().out)[0]  # standard output: the JSON alone
     png = tmp_path / "p" / f"{image.stem}_boxes.png"
     assert found["boxes_png"] == str(png)
     with Image.open(png) as im, Image.open(image) as src:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,28 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--score-threshold", type=float, default=0.3, help="detection: lowest score drawn (default 0.3)"
     )
-    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="standard output is one JSON array and nothing else (messages: stderr)",
+    )
     s.set_defaults(fn=run)
 
 
 def _print_results(results: list[dict[str, Any]], as_json: bool, show: Any) -> int:
-    for r in results:
-        if "error" in r:
-            print(f"{r['image']}: error: {r['error']}")
-        else:
-            show(r)
+    """The human-readable lines, or with ``--json`` one JSON array alone on standard output (a
+    file's error is then its entry's ``error`` and a line on standard error)."""
     if as_json:
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}", file=sys.stderr)
         print(json.dumps(results))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: error: {r['error']}")
+            else:
+                show(r)
     return 0 if all("error" not in r for r in results) else 2
 
 
