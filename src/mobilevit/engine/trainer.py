@@ -492,6 +492,7 @@ class Trainer:
         start = time.perf_counter()
         try:
             while st.epoch < cfg.optim.epochs:
+                epoch_start = time.perf_counter()
                 train = self.train_one_epoch()
                 if train is None:
                     break
@@ -502,6 +503,9 @@ class Trainer:
                 }
                 if (st.epoch + 1) % cfg.run.eval_every == 0 or st.epoch + 1 == cfg.optim.epochs:
                     self._evaluate_and_keep_best(row)
+                row["epoch_seconds"] = (
+                    time.perf_counter() - epoch_start
+                )  # training + evaluation, this process
                 st.epoch += 1
                 st.step_in_epoch = 0
                 if self.metrics is not None:

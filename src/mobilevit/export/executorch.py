@@ -143,8 +143,16 @@ def export_executorch(
     Classifiers and segmenters map ``image -> output``, a detector its core ``image -> (scores,
     boxes)``. fp32 is checked against eager PyTorch (``atol``); ``int8`` (classifiers) by top-1
     against fp32 on ``data``'s labelled validation images (at most ``max_drop`` points lost). A
-    file that fails is deleted (:class:`~.errors.ExportError` with the numbers). The arguments are
-    :func:`~.runtime_export.export_to_runtime`'s.
+    file that fails is deleted (:class:`~.errors.ExportError` with the numbers).
+
+    Args:
+        model: a classifier, segmenter or detector (put in eval mode; a detector exports its core).
+        path: the file to write.
+        img_size: the input ``(H, W)`` the file takes.
+        batch: the fixed batch the file takes.
+        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+            the model's classes, required for int8), ``calib_images``, ``max_val``,
+            ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
 
     Returns:
         The :class:`~.reports.ExportReport`, with the XNNPACK ``delegation``.

@@ -138,6 +138,15 @@ def export_litert(
 
     The same outputs, checks and arguments as :func:`~.executorch.export_executorch`.
 
+    Args:
+        model: a classifier, segmenter or detector (put in eval mode; a detector exports its core).
+        path: the file to write.
+        img_size: the input ``(H, W)`` the file takes.
+        batch: the fixed batch the file takes.
+        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+            the model's classes, required for int8), ``calib_images``, ``max_val``,
+            ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
+
     Returns:
         The :class:`~.reports.ExportReport`.
     """

@@ -167,6 +167,16 @@ def export_openvino(
     without native bf16 OpenVINO computes in f32, and ``inference_precision`` and the accuracy
     check's ``computed_as`` say so.
 
+    Args:
+        model: a classifier, segmenter or detector (put in eval mode; a detector exports its core).
+        path: the file to write.
+        img_size: the input ``(H, W)`` the file takes.
+        batch: the fixed batch the file takes.
+        precision: ``f32`` or ``bf16`` (see above).
+        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+            the model's classes, required for int8), ``calib_images``, ``max_val``,
+            ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
+
     Returns:
         The :class:`~.reports.ExportReport`, with ``inference_precision``.
     """

@@ -1,0 +1,99 @@
+"""One Imagenette CPU recipe trained to its end (configs/imagenette_<model>.yaml), measured.
+
+Targets: the XXS recipe reaches >= 80% top-1 on Imagenette val, and its EMA model is at least the
+raw model by the end. The run trains in runs/imagenette_<model> (as `mobilevit train` with the
+recipe does), so an interrupted or already finished run continues or is only read. Prints, as its
+last line, a JSON object with the final raw / EMA top-1, the kept weights' top-1 and the time;
+writes docs/imagenette_recipe_<model>.md and its curves. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from _common import REPO, copy_curves, epoch_table, print_json_last, train_and_evaluate, write_doc
+
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "imagenette160"
+
+
+def run_minutes(out: Path, rows: list[dict]) -> tuple[float, str]:
+    """Training + evaluation time: the rows' own epoch times, or (runs from before they were
+    recorded) the run folder's file times, config.yaml written at the start to metrics.jsonl at the end."""
+    if rows and all("epoch_seconds" in r for r in rows):
+        return sum(r["epoch_seconds"] for r in rows) / 60, "sum of the epochs' recorded times"
+    span = (out / "metrics.jsonl").stat().st_mtime - (out / "config.yaml").stat().st_mtime
+    return span / 60, "wall clock between the run folder's first and last writes"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="mobilevit_xxs", help="the recipe: configs/imagenette_<model>.yaml")
+    p.add_argument("--root", default=str(DEFAULT_ROOT))
+    p.add_argument("overrides", nargs="*", help="extra config overrides")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    recipe = REPO / "configs" / f"imagenette_{args.model}.yaml"
+    if not recipe.is_file():
+        raise SystemExit(f"imagenette_recipe.py: no recipe {recipe}")
+    if not (Path(args.root) / "train").is_dir():
+        raise SystemExit(f"imagenette_recipe.py: {args.root} has no train/ (see ../shared/data/README.md)")
+    out = REPO / "runs" / f"imagenette_{args.model}"
+    run = train_and_evaluate(recipe, [f"data.root={Path(args.root).resolve()}", *args.overrides], str(out))
+    rows, final = run.rows, run.final
+    last = rows[-1]
+    minutes, how = run_minutes(out, rows)
+    curves = f"imagenette_recipe_{args.model}_curves.png"
+    copy_curves(run, curves)
+    cfg = run.trainer.cfg
+    table = epoch_table(
+        rows,
+        [
+            ("epoch", "epoch"),
+            ("train loss", "train_loss"),
+            ("val top-1 (raw)", "val_top1"),
+            ("val top-1 (EMA)", "val_ema_top1"),
+            ("kept", "best_of"),
+            ("train images/s", "images_per_s"),
+        ],
+    )
+    kept = run.summary.get("best_weights") or "raw"
+    body = (
+        f"{cfg.model.name} from scratch on Imagenette ({len(run.trainer.train_ds)} train / {final['count']} val), "
+        f"configs/imagenette_{args.model}.yaml: {cfg.optim.epochs} epochs at {cfg.data.img_size} px "
+        f"(multi-scale {cfg.data.resolutions}), batch {cfg.data.batch_size}, AdamW {cfg.optim.lr}, EMA with "
+        f"timm's warmup. Date: {time.strftime('%Y-%m-%d')}.\n\n"
+        f"- final epoch: raw top-1 **{100 * last['val_top1']:.2f}%**, EMA top-1 **{100 * last['val_ema_top1']:.2f}%** "
+        f"(EMA - raw: {100 * (last['val_ema_top1'] - last['val_top1']):+.2f} pt)\n"
+        f"- best.safetensors ({kept} weights, epoch {run.summary['best_epoch']}): top-1 **{100 * final['top1']:.2f}%**, "
+        f"top-5 {100 * final['top5']:.2f}% (evaluated again from the file)\n"
+        f"- time: **{minutes:.0f} min** ({how}); train images/s {sum(r['images_per_s'] for r in rows) / len(rows):.1f}\n\n"
+        + table
+        + f"\n\n![curves]({curves})\n"
+    )
+    write_doc(
+        f"imagenette_recipe_{args.model}.md",
+        f"Imagenette CPU recipe: {cfg.model.name}",
+        body,
+        f"python benchmarks/imagenette_recipe.py --model {args.model}",
+    )
+    print_json_last(
+        {
+            "model": cfg.model.name,
+            "top1_raw": round(last["val_top1"], 4),
+            "top1_ema": round(last["val_ema_top1"], 4),
+            "ema_minus_raw_pt": round(100 * (last["val_ema_top1"] - last["val_top1"]), 2),
+            "best_top1": round(final["top1"], 4),
+            "best_weights": kept,
+            "minutes": round(minutes, 1),
+            "target_top1": 0.80,
+            "target_met": final["top1"] >= 0.80,
+            "ema_at_least_raw": last["val_ema_top1"] >= last["val_top1"],
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
