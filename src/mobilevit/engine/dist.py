@@ -63,10 +63,18 @@ def barrier(info: DistInfo) -> None:
 T = TypeVar("T")
 
 
-def place_model(model: torch.nn.Module, info: DistInfo, channels_last: bool = False):
+def place_model(
+    model: torch.nn.Module, info: DistInfo, channels_last: bool = False
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.memory_format]:
     """Move ``model`` to the run's device and memory format and wrap it in DDP when distributed.
 
-    Returns ``(model, ddp_or_model, memory_format)``: train through the second, save the first.
+    Args:
+        model: the model to place.
+        info: the process's place in the run.
+        channels_last: channels-last memory.
+
+    Returns:
+        ``(model, ddp_or_model, memory_format)``: train through the second, save the first.
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(info.device).to(memory_format=fmt)

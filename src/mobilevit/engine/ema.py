@@ -85,7 +85,19 @@ def recalibrated_copy(
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``num_batches`` inputs
     ("precise BN"). Used for the EMA model of short runs, where the average of BN statistics no
     longer matches the averaged weights. The global RNG (dropout) is left untouched.
-    ``forward(model, x)`` runs a batch (default ``model(x)``; a detector runs its raw head)."""
+    ``forward(model, x)`` runs a batch (default ``model(x)``; a detector runs its raw head).
+
+    Args:
+        model: the model whose copy is recalibrated.
+        batches: image batches (the training split's).
+        num_batches: how many of them to run.
+        device: where to run them.
+        memory_format: the run's memory format.
+        forward: how to run a batch (default ``model(x)``).
+
+    Returns:
+        The recalibrated copy, in eval mode.
+    """
     model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):

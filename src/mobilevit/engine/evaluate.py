@@ -46,7 +46,17 @@ def evaluate_weights(
     overrides: list[str] | None = None,
     model_name: str | None = None,
 ) -> dict[str, Any]:
-    """The validation metrics of ``weights`` (top-1 / top-5, mIoU, or COCO mAP by its task)."""
+    """The validation metrics of ``weights`` (top-1 / top-5, mIoU, or COCO mAP by its task).
+
+    Args:
+        weights: a weights file (ours, or a foreign checkpoint with ``model_name``).
+        config: a recipe (file or built-in name), or None: what the file records.
+        overrides: ``key=value`` settings on top (where the data is, e.g. ``data.root=...``).
+        model_name: the architecture, for files that do not record it.
+
+    Returns:
+        The task's metrics, with ``weights``, ``task``, ``arch``, ``split`` and ``images``.
+    """
     model, meta = load_model(weights, model_name)
     base = config_from_meta(meta)
     if config is None and meta.task == "classification" and "img_size" not in meta.extra:

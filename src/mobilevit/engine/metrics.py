@@ -16,7 +16,16 @@ import torch
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """Number of samples whose target is among the top-k logits, for each k (k capped at #classes)."""
+    """Number of samples whose target is among the top-k logits, for each k (k capped at #classes).
+
+    Args:
+        logits: ``[B, K]``.
+        targets: ``[B]`` class indices.
+        ks: the k's to count.
+
+    Returns:
+        One count per k.
+    """
     maxk = min(max(ks), logits.shape[1])
     pred = logits.topk(maxk, dim=1).indices  # [B, maxk]
     hit = pred.eq(targets[:, None])
@@ -72,7 +81,17 @@ class MetricsLog:
 def plot_curves(
     rows: list[dict[str, Any]], path: str | Path, title: str = "", metric: str = "top1"
 ) -> Path | None:
-    """Loss and accuracy per epoch, train and validation, raw and EMA, as one PNG."""
+    """Loss and accuracy per epoch, train and validation, raw and EMA, as one PNG.
+
+    Args:
+        rows: the metrics rows (``metrics.jsonl``).
+        path: the PNG to write.
+        title: the figure's title.
+        metric: ``top1``, ``miou`` or ``map``.
+
+    Returns:
+        ``path``, or None when there are no rows.
+    """
     if not rows:
         return None
     import matplotlib
@@ -243,6 +262,14 @@ def coco_evaluate(
     ``map_large``, ``mar_100`` (AR with 100 detections an image) as floats, and ``summary``, the
     table pycocotools prints. As in pycocotools, a size class with no ground truth among the
     evaluated images scores -1. With no detections at all every figure is 0.
+
+    Args:
+        annotation_file: the split's COCO json.
+        detections: one dict per evaluated image (see above).
+        label_to_cat_id: the contiguous label -> COCO category id map.
+
+    Returns:
+        ``map``, ``map50``, ``map75``, ``map_small`` / ``_medium`` / ``_large`` and pycocotools' ``summary``.
     """
     from pycocotools.cocoeval import COCOeval
 

@@ -11,7 +11,17 @@ from torch import nn
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on all parameters, as the official recipe does."""
+    """AdamW with weight decay on all parameters, as the official recipe does.
+
+    Args:
+        model: the model whose trainable parameters are optimized.
+        lr: the learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's betas.
+
+    Returns:
+        The optimizer.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
@@ -19,7 +29,19 @@ def build_optimizer(
 def warmup_cosine(
     step: int, total: int, peak: float, end: float, warmup_steps: int, warmup_start: float
 ) -> float:
-    """Learning rate at optimizer step ``step`` (0-based) of ``total``."""
+    """Learning rate at optimizer step ``step`` (0-based) of ``total``.
+
+    Args:
+        step: the optimizer step, 0-based.
+        total: the run's optimizer steps.
+        peak: the rate after the warmup.
+        end: the rate at the end of the cosine.
+        warmup_steps: the linear warmup's steps.
+        warmup_start: the rate at step 0.
+
+    Returns:
+        The learning rate.
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return warmup_start + (peak - warmup_start) * step / warmup_steps
     span = max(1, total - warmup_steps)
@@ -35,7 +57,19 @@ def build_scheduler(
     warmup_steps: int,
     warmup_start: float,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepping once per optimizer step (the base lr of the optimizer is ``peak``)."""
+    """A LambdaLR stepping once per optimizer step (the base lr of the optimizer is ``peak``).
+
+    Args:
+        optimizer: its base rate is ``peak``.
+        total_steps: the run's optimizer steps.
+        peak: the rate after the warmup.
+        end: the rate at the end of the cosine.
+        warmup_steps: the linear warmup's steps (at most ``total_steps - 1``).
+        warmup_start: the rate at step 0.
+
+    Returns:
+        The scheduler.
+    """
     warmup_steps = min(warmup_steps, max(0, total_steps - 1))
 
     def factor(step: int) -> float:

@@ -37,6 +37,14 @@ def load_config(
     The ``task`` key (override, recipe, then base; default classification) picks the config class
     from the task table: :class:`~.config.TrainConfig`, :class:`~.config.SegTrainConfig` or
     :class:`~.config.DetTrainConfig` for the built-in tasks.
+
+    Args:
+        path: a recipe file or a built-in recipe's name, or None.
+        overrides: ``section.key=value`` strings (values read as YAML).
+        base: a nested mapping applied before the recipe.
+
+    Returns:
+        The validated config of the task's class; :class:`~.config.ConfigError` naming the key otherwise.
     """
     data = read_recipe(find_recipe(path)) if path is not None else {}
     extra = parse_overrides(overrides or [])

@@ -78,7 +78,16 @@ class TrainState:
 def use_channels_last(setting: str, device: torch.device, bf16: bool = False) -> bool:
     """``run.channels_last`` resolved: ``auto`` is on for CPU runs where PyTorch has oneDNN (its
     channels-last convolution kernels skip the layout reorders of its NCHW path, forward and
-    backward) and for bf16 on CUDA (tensor-core convolutions are NHWC)."""
+    backward) and for bf16 on CUDA (tensor-core convolutions are NHWC).
+
+    Args:
+        setting: ``auto``, ``true`` or ``false``.
+        device: the run's device.
+        bf16: bf16 autocast is on.
+
+    Returns:
+        Whether the run uses channels-last memory.
+    """
     if setting != "auto":
         return setting == "true"
     if device.type == "cpu":
@@ -114,6 +123,18 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 
 def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: int, seed: int) -> DataLoader:
+    """A loader over ``ds`` batched by ``sampler`` and collated by the task.
+
+    Args:
+        ds: a dataset indexed by the sampler's keys.
+        sampler: the multi-scale batch sampler.
+        task: the task plug-in (its ``collate``).
+        workers: loader worker processes.
+        seed: seeds the workers' base seed.
+
+    Returns:
+        The DataLoader.
+    """
     # The loader draws its workers' base seed from this generator, not from the global RNG: a
     # resumed run then consumes the global RNG (dropout) exactly as an uninterrupted one. The
     # samples' own randomness comes from their keys' seeds.
@@ -331,7 +352,16 @@ class Trainer:
 
     def train_step(self, batch: Any, boundary: bool, sums: dict[str, Any]) -> bool:
         """Forward and backward of one micro-batch (no optimizer step). Returns False when its
-        loss was non-finite on any rank: the caller then skips this optimizer step."""
+        loss was non-finite on any rank: the caller then skips this optimizer step.
+
+        Args:
+            batch: the collated micro-batch.
+            boundary: the last micro-batch of an optimizer step (DDP syncs gradients then).
+            sums: the epoch's running sums, updated.
+
+        Returns:
+            Whether the micro-batch was trained on.
+        """
         st = self.state
         sync = boundary or not self.info.distributed
         with nullcontext() if sync else self.ddp.no_sync():  # type: ignore[operator]
@@ -377,7 +407,17 @@ class Trainer:
     def process(self, batch: Any, boundary: bool, window: Window, sums: dict[str, Any]) -> int:
         """One micro-batch as the loop runs it: bad-sample accounting, the ranks' agreement that
         it is usable, forward and backward, and at an accumulation ``boundary`` the optimizer
-        step (skipped when a loss of the window was non-finite). Returns the samples drawn."""
+        step (skipped when a loss of the window was non-finite). Returns the samples drawn.
+
+        Args:
+            batch: the collated micro-batch.
+            boundary: the last micro-batch of an optimizer step.
+            window: the current optimizer step's state, updated.
+            sums: the epoch's running sums, updated.
+
+        Returns:
+            The samples drawn for this micro-batch.
+        """
         st = self.state
         seen = self._account_bad(batch)
         if window.ok and not self._agree(not self.task.usable(batch)):

@@ -100,7 +100,17 @@ def int8_source(
 
 def check_classes(data: Int8Data, model_classes: list[str] | None, num_classes: int | None = None) -> None:
     """A model whose classes are not the data's cannot be judged (nor sensibly calibrated) on it:
-    an error naming both."""
+    an error naming both.
+
+    Args:
+        data: the loaded calibration / validation images.
+        model_classes: the model's class names, when its weights record them.
+        num_classes: the model's class count (with no names: a count that differs is logged, and
+            accuracy is then not computed).
+
+    Raises:
+        ExportError: the names are known and are not the data's, naming both.
+    """
 
     def shown(names: list[str]) -> str:
         head = ", ".join(names[:5])

@@ -41,6 +41,17 @@ def export_coreml(
     Classifiers and segmenters map ``image -> output``; an SSDLite detector exports its core
     ``image -> (scores, boxes)`` at the size it was built for. On macOS the package is run once
     and compared with eager PyTorch (``atol``; Core ML computes in fp16 on some units).
+
+    Args:
+        model: a classifier, segmenter or detector (put in eval mode).
+        path: the ``.mlpackage`` folder to write.
+        img_size: the input ``(H, W)``; a detector's own size.
+        batch: the fixed batch.
+        dynamic_hw: refused with the reason (one file per size).
+        atol: the largest accepted difference against eager PyTorch (macOS only).
+
+    Returns:
+        The :class:`~.reports.ExportReport`: ``checks`` on macOS, else ``check_note`` says why none ran.
     """
     if dynamic_hw:
         raise ExportError(

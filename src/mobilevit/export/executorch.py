@@ -72,7 +72,16 @@ def quantize_for_xnnpack(module: nn.Module, example: torch.Tensor, calib: np.nda
     ``XNNPACKQuantizer`` (int8 weights per output channel, int8 activations calibrated on
     ``calib`` at ``example``'s batch): the converted graph, its int8 ops between quantize /
     dequantize pairs. The attention's bmm and softmax stay float: XNNPACK's partitioner takes
-    both in fp32 only, so int8 ones would leave the delegate."""
+    both in fp32 only, so int8 ones would leave the delegate.
+
+    Args:
+        module: the shaped inference graph.
+        example: an input at the file's batch and size.
+        calib: calibration images ``[N, 3, H, W]`` float32.
+
+    Returns:
+        The converted PT2E graph module.
+    """
     quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", RUNTIME)
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", RUNTIME)
     quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
@@ -88,7 +97,16 @@ def lower_to_xnnpack(
     module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None
 ) -> tuple[bytes, Delegation]:
     """``module`` (an inference graph, already shaped) exported, quantized when ``calib`` is given,
-    and lowered to XNNPACK: (the .pte bytes, the delegation report)."""
+    and lowered to XNNPACK: (the .pte bytes, the delegation report).
+
+    Args:
+        module: the shaped inference graph.
+        example: an input at the file's batch and size.
+        calib: calibration images for int8, or None for fp32.
+
+    Returns:
+        ``(the .pte bytes, the :class:`~.reports.Delegation`)``.
+    """
     exir = require("executorch.exir", RUNTIME)
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", RUNTIME)
     with torch.no_grad():

@@ -68,7 +68,16 @@ def _model_batch(session: Any) -> int | None:
 
 
 def run_batched(session: Any, images: np.ndarray, batch: int = 8) -> np.ndarray:
-    """Logits of ``images`` from an onnxruntime session (at its fixed batch size, if it has one)."""
+    """Logits of ``images`` from an onnxruntime session (at its fixed batch size, if it has one).
+
+    Args:
+        session: an onnxruntime session of a classifier.
+        images: ``[N, 3, H, W]`` float32.
+        batch: the batch to run at when the session's is dynamic.
+
+    Returns:
+        The logits ``[N, K]``.
+    """
     batch = _model_batch(session) or batch
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x})[0][:n] for x, n in padded_batches(images, batch)])
@@ -76,7 +85,14 @@ def run_batched(session: Any, images: np.ndarray, batch: int = 8) -> np.ndarray:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray, batch: int = 8) -> None:
     """onnxruntime static quantization of ``fp32_path`` into ``out_path``: QDQ, int8 weights per
-    output channel, int8 activations calibrated (min / max) on ``calib``."""
+    output channel, int8 activations calibrated (min / max) on ``calib``.
+
+    Args:
+        fp32_path: the verified fp32 ONNX file.
+        out_path: where the int8 file goes.
+        calib: calibration images ``[N, 3, H, W]`` float32.
+        batch: the calibration batch where the model's batch is dynamic.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,

@@ -113,6 +113,15 @@ def quantize_int8_torch(
     ``compile=False`` the converted graph runs as is (reference int8 arithmetic simulated in
     fp32, for checking accuracy without a compiler, not for speed). Raises
     :class:`Int8Unavailable` without torchao (``pip install 'mobilevit[export]'``).
+
+    Args:
+        model: a classifier.
+        calib: calibration images ``[N, 3, H, W]`` float, at the size the copy will take.
+        batch_size: the calibration batch.
+        compile: compile the converted graph with inductor (oneDNN int8 kernels).
+
+    Returns:
+        The :class:`Int8Compiled` copy (its ``report`` says how it was made).
     """
     prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     if batch_size < 1:
@@ -146,7 +155,16 @@ def quantize_int8_torch(
 
 def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
     """``module``'s outputs on ``images`` in batches of exactly ``batch`` (the last one padded, the
-    padding dropped: :func:`~.batches.padded_batches`), so that a compiled module builds one graph."""
+    padding dropped: :func:`~.batches.padded_batches`), so that a compiled module builds one graph.
+
+    Args:
+        module: any module mapping a batch to logits.
+        images: ``[N, 3, H, W]`` float.
+        batch: the one batch size the module sees.
+
+    Returns:
+        The outputs ``[N, ...]`` as float32 numpy.
+    """
     x = _as_tensor(images, "images").numpy()
     with torch.no_grad():
         return np.concatenate(

@@ -82,7 +82,16 @@ def litert_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
 
 
 def convert_litert(module: nn.Module, example: torch.Tensor, calib: np.ndarray | None = None) -> Any:
-    """``module`` converted by litert-torch (quantized when ``calib`` is given): its edge model."""
+    """``module`` converted by litert-torch (quantized when ``calib`` is given): its edge model.
+
+    Args:
+        module: the shaped inference graph.
+        example: an input at the file's batch and size.
+        calib: calibration images for int8, or None for fp32.
+
+    Returns:
+        litert-torch's edge model (``.export(path)`` writes the ``.tflite``).
+    """
     litert_torch = require("litert_torch", RUNTIME)
     with torch.no_grad():
         if calib is None:

@@ -63,6 +63,19 @@ def export_onnx(
     Classifiers and segmenters export ``image -> output``; an SSDLite detector exports its
     traceable core ``image -> (scores, boxes)`` (see :class:`~mobilevit.heads.ssdlite.SSDLiteForExport`),
     at the size it was built for (its anchors are baked in).
+
+    Args:
+        model: a classifier, segmenter or detector (put in eval mode).
+        path: the ``.onnx`` file to write.
+        img_size: the input ``(H, W)``; a detector's own size.
+        dynamic_batch: a dynamic batch dimension (else the file takes exactly ``batch``).
+        dynamic_hw: refused with the reason (one file per size).
+        opset: the ONNX opset, 14..21.
+        atol: the largest accepted difference against eager PyTorch.
+        batch: the fixed batch without ``dynamic_batch``.
+
+    Returns:
+        The :class:`~.reports.ExportReport` with the parity ``checks``.
     """
     if dynamic_hw:
         raise ExportError(

@@ -56,7 +56,16 @@ def int8_rest_precision() -> str:
 
 
 def compile_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
-    """The IR compiled for CPU (``precision``: the IR's recorded one when None)."""
+    """The IR compiled for CPU (``precision``: the IR's recorded one when None).
+
+    Args:
+        path: the ``.xml`` file.
+        precision: ``f32`` / ``bf16``, or None for the one the IR records.
+        threads: inference threads (default: torch's).
+
+    Returns:
+        OpenVINO's compiled model.
+    """
     ov = _openvino()
     core = ov.Core()
     model = core.read_model(str(path))
@@ -70,7 +79,16 @@ def compile_openvino(path: str | Path, precision: str | None = None, threads: in
 
 
 def load_openvino(path: str | Path, precision: str | None = None, threads: int | None = None) -> Any:
-    """A runner for an IR: float32 NCHW batch -> list of outputs."""
+    """A runner for an IR: float32 NCHW batch -> list of outputs.
+
+    Args:
+        path: the ``.xml`` file.
+        precision: ``f32`` / ``bf16``, or None for the one the IR records.
+        threads: inference threads (default: torch's).
+
+    Returns:
+        A runner (its ``compiled`` attribute: OpenVINO's compiled model).
+    """
     compiled = compile_openvino(path, precision, threads)
     request = compiled.create_infer_request()
 
@@ -91,7 +109,18 @@ def convert_openvino(
 ) -> Any:
     """``module`` converted to an OpenVINO model at ``example``'s shape (input ``image``, outputs
     named ``outputs``), NNCF-quantized when ``calib`` is given, ``precision`` recorded as its CPU
-    inference precision."""
+    inference precision.
+
+    Args:
+        module: the inference graph.
+        example: an input at the file's batch and size.
+        outputs: the output names.
+        calib: calibration images for int8 (NNCF), or None.
+        precision: ``f32`` or ``bf16``.
+
+    Returns:
+        The OpenVINO model, ready for ``save_model``.
+    """
     ov = _openvino()
     with torch.no_grad():
         ov_model = ov.convert_model(module, example_input=example, input=[tuple(example.shape)])

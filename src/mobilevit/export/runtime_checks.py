@@ -36,7 +36,16 @@ DEFAULT_MIN_AGREEMENT = 0.98  # the rule where accuracy cannot be computed
 
 
 def require(module: str, runtime: str, extra: str = EXTRA) -> Any:
-    """Import ``module`` or say which extra installs ``runtime``."""
+    """Import ``module`` or say which extra installs ``runtime``.
+
+    Args:
+        module: the module to import.
+        runtime: the runtime's name, for the message.
+        extra: the pip extra that installs it.
+
+    Returns:
+        The imported module; :class:`~.errors.ExportError` naming the extra otherwise.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -94,7 +103,13 @@ def check_criteria(max_drop: float, min_agreement: float | None) -> None:
 
 
 def calibrate(module: Callable[[torch.Tensor], Any], images: np.ndarray, batch: int) -> None:
-    """Run ``images`` through a prepared (observed) graph at its fixed ``batch``."""
+    """Run ``images`` through a prepared (observed) graph at its fixed ``batch``.
+
+    Args:
+        module: a PT2E-prepared graph.
+        images: calibration images ``[N, 3, H, W]`` float32.
+        batch: the graph's batch (the last batch is padded).
+    """
     with torch.no_grad():
         for xb, _ in padded_batches(images, batch):
             module(torch.from_numpy(xb))
@@ -156,12 +171,30 @@ def check_fp32(
 
 
 def logits_of(run: Runner, images: np.ndarray, batch: int) -> np.ndarray:
-    """A classifier file's logits for ``images``, at its fixed batch size."""
+    """A classifier file's logits for ``images``, at its fixed batch size.
+
+    Args:
+        run: the file's runner.
+        images: ``[N, 3, H, W]`` float32.
+        batch: the file's fixed batch.
+
+    Returns:
+        The logits ``[N, K]``.
+    """
     return np.concatenate([run(xb)[0][:n] for xb, n in padded_batches(images, batch)])
 
 
 def eager_logits(model: nn.Module, images: np.ndarray, batch: int) -> np.ndarray:
-    """The eager model's logits for ``images``, in batches of ``batch``."""
+    """The eager model's logits for ``images``, in batches of ``batch``.
+
+    Args:
+        model: the eager classifier.
+        images: ``[N, 3, H, W]`` float32.
+        batch: the batch to run at.
+
+    Returns:
+        The logits ``[N, K]``.
+    """
     with torch.no_grad():
         return np.concatenate(
             [model(torch.from_numpy(xb)).numpy()[:n] for xb, n in padded_batches(images, batch)]
@@ -228,6 +261,14 @@ def judge(acc: AccuracyCheck, max_drop: float, min_agreement: float | None) -> s
     The top-1 drop against fp32 decides where accuracy was computed (at most ``max_drop`` points);
     ``min_agreement``, when given, must be reached too; where accuracy was not computed, agreement
     decides alone (``min_agreement`` or :data:`DEFAULT_MIN_AGREEMENT`).
+
+    Args:
+        acc: the figures of the file.
+        max_drop: the largest accepted top-1 drop, percentage points.
+        min_agreement: a top-1 agreement to reach too, or None.
+
+    Returns:
+        None when the file is kept, else why not (with the numbers).
     """
     rules, failed = [], []
     if acc.top1_drop_pt is not None:

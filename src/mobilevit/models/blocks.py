@@ -115,6 +115,15 @@ def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> t
     layout of ml-cvnets (section 3.1 of the paper: unfold into P-pixel patches). What is written
     here is the reference way (``layout="nchw"``: every reshape at rank <= 4, as Core ML needs);
     ``"nhwc"`` (the default) moves the same memory in one copy (:mod:`.patch_layouts`).
+
+    Args:
+        x: the map ``[B, C, H, W]``, H and W multiples of the patch.
+        ph: the patch height.
+        pw: the patch width.
+        layout: ``"pixels"``, ``"nchw"`` or ``"nhwc"`` (the same tokens, written differently).
+
+    Returns:
+        The tokens ``[B*P, N, C]``.
     """
     if layout == "nhwc":
         return unfold_nhwc(x, ph, pw)
@@ -130,7 +139,20 @@ def fold_patches(
     x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int, layout: str = "nhwc"
 ) -> torch.Tensor:
     """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw] (``"nhwc"``: a
-    channels-last view, :mod:`.patch_layouts`)."""
+    channels-last view, :mod:`.patch_layouts`).
+
+    Args:
+        x: the tokens ``[B*P, N, C]``.
+        batch: B.
+        ph: the patch height.
+        pw: the patch width.
+        nh: patches per column.
+        nw: patches per row.
+        layout: as :func:`unfold_patches`.
+
+    Returns:
+        The map ``[B, C, nh*ph, nw*pw]``.
+    """
     if layout == "nhwc":
         return fold_nhwc(x, batch, ph, pw, nh, nw)
     c = x.shape[-1]

@@ -15,6 +15,14 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     """Round ``value`` to the nearest multiple of ``divisor``, never going down by more than 10%.
 
     The MobileNetV2 rule, used by ml-cvnets, timm and transformers alike for the MV2 hidden width.
+
+    Args:
+        value: the width to round.
+        divisor: the multiple.
+        min_value: the smallest result (default ``divisor``).
+
+    Returns:
+        The rounded width.
     """
     min_value = divisor if min_value is None else min_value
     new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)

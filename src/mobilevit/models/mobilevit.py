@@ -11,7 +11,17 @@ from .registry import register_model
 
 
 def vit_stage(out: int, dim: int, depth: int, t: float) -> StageSpec:
-    """A MobileViT stage: stride-2 MV2 (expansion ``t``) to ``out`` channels, then a block of width ``dim``."""
+    """A MobileViT stage: stride-2 MV2 (expansion ``t``) to ``out`` channels, then a block of width ``dim``.
+
+    Args:
+        out: the stage's output channels.
+        dim: the transformer's width d.
+        depth: the transformer's layers.
+        t: the MV2 expansion ratio.
+
+    Returns:
+        The :class:`~.config.StageSpec`.
+    """
     return StageSpec(out, stride=2, expand_ratio=t, transformer_dim=dim, transformer_depth=depth)
 
 

@@ -118,7 +118,16 @@ class MobileViTv2Config:
 
 
 def attn_norm(kind: str, dim: int, eps: float) -> nn.Module:
-    """The attention stack's norm: GroupNorm(1) over [B, d, P, N] (ml-cvnets' "layer_norm_2d")."""
+    """The attention stack's norm: GroupNorm(1) over [B, d, P, N] (ml-cvnets' "layer_norm_2d").
+
+    Args:
+        kind: ``group_norm`` (GroupNorm(1), as trained) or ``batch_norm``.
+        dim: the channels d.
+        eps: the norm's epsilon.
+
+    Returns:
+        The norm module.
+    """
     return nn.GroupNorm(1, dim, eps=eps) if kind == "group_norm" else nn.BatchNorm2d(dim, eps=eps)
 
 
@@ -177,7 +186,16 @@ class LinearAttnFFN(nn.Module):
 
 def unfold_patches_v2(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """[B, d, H, W] -> [B, d, P, N]: P = ph*pw pixel positions (row-major in the patch), N patches
-    (row-major); what ``F.unfold(kernel=stride=patch)`` gives, as one reshape + permute."""
+    (row-major); what ``F.unfold(kernel=stride=patch)`` gives, as one reshape + permute.
+
+    Args:
+        x: the map ``[B, d, H, W]``, H and W multiples of the patch.
+        ph: the patch height.
+        pw: the patch width.
+
+    Returns:
+        ``[B, d, P, N]``.
+    """
     b, d, h, w = x.shape
     nh, nw = h // ph, w // pw
     x = x.reshape(b, d, nh, ph, nw, pw).permute(0, 1, 3, 5, 2, 4)  # [B, d, ph, pw, nh, nw]
@@ -185,7 +203,18 @@ def unfold_patches_v2(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def fold_patches_v2(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches_v2`: [B, d, P, N] -> [B, d, nh*ph, nw*pw]."""
+    """Inverse of :func:`unfold_patches_v2`: [B, d, P, N] -> [B, d, nh*ph, nw*pw].
+
+    Args:
+        x: ``[B, d, P, N]``.
+        ph: the patch height.
+        pw: the patch width.
+        nh: patches per column.
+        nw: patches per row.
+
+    Returns:
+        The map ``[B, d, nh*ph, nw*pw]``.
+    """
     b, d = x.shape[:2]
     x = x.reshape(b, d, ph, pw, nh, nw).permute(0, 1, 4, 2, 5, 3)  # [B, d, nh, ph, nw, pw]
     return x.reshape(b, d, nh * ph, nw * pw)

@@ -24,7 +24,16 @@ PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
 
 
 def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-    """:func:`~.blocks.unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C]."""
+    """:func:`~.blocks.unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C].
+
+    Args:
+        x: the map ``[B, C, H, W]`` (any memory format).
+        ph: the patch height.
+        pw: the patch width.
+
+    Returns:
+        The tokens ``[B*P, N, C]``.
+    """
     b, c, h, w = x.shape
     nh, nw = h // ph, w // pw
     # memory [B, H, W, C] = [B, nh, ph, nw, pw, C] -> [B, ph, pw, nh, nw, C] -> [B*P, N, C]
@@ -34,7 +43,19 @@ def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 def fold_nhwc(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
     """:func:`~.blocks.fold_patches` in one copy, into [B, H, W, C] memory: returns its
-    [B, C, H, W] view (channels-last)."""
+    [B, C, H, W] view (channels-last).
+
+    Args:
+        x: the tokens ``[B*P, N, C]``.
+        batch: B.
+        ph: the patch height.
+        pw: the patch width.
+        nh: patches per column.
+        nw: patches per row.
+
+    Returns:
+        The ``[B, C, H, W]`` channels-last view.
+    """
     c = x.shape[-1]
     # [B*P, N, C] -> [B, ph, pw, nh, nw, C] -> [B, nh, ph, nw, pw, C] = memory [B, H, W, C]
     x = x.reshape(batch, ph, pw, nh, nw, c).permute(0, 3, 1, 4, 2, 5)
@@ -43,7 +64,16 @@ def fold_nhwc(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -
 
 def unfold_v2_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """MobileViT v2's unfold ([B, d, H, W] -> [B, d, P, N]) in one copy through the [B, H, W, d]
-    view: whole d-vectors move, and the result is a [B, d, P, N] view of [B, P, N, d] memory."""
+    view: whole d-vectors move, and the result is a [B, d, P, N] view of [B, P, N, d] memory.
+
+    Args:
+        x: the map ``[B, d, H, W]``.
+        ph: the patch height.
+        pw: the patch width.
+
+    Returns:
+        ``[B, d, P, N]`` (a view of ``[B, P, N, d]`` memory).
+    """
     b, d, h, w = x.shape
     nh, nw = h // ph, w // pw
     # memory [B, H, W, d] = [B, nh, ph, nw, pw, d] -> [B, ph, pw, nh, nw, d]
@@ -52,7 +82,18 @@ def unfold_v2_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def fold_v2_nhwc(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`unfold_v2_nhwc`: [B, d, P, N] -> a [B, d, H, W] view of [B, H, W, d] memory."""
+    """Inverse of :func:`unfold_v2_nhwc`: [B, d, P, N] -> a [B, d, H, W] view of [B, H, W, d] memory.
+
+    Args:
+        x: ``[B, d, P, N]``.
+        ph: the patch height.
+        pw: the patch width.
+        nh: patches per column.
+        nw: patches per row.
+
+    Returns:
+        The ``[B, d, H, W]`` view of ``[B, H, W, d]`` memory.
+    """
     b, d = x.shape[:2]
     # [B, d, P, N] -> [B, P, N, d] = [B, ph, pw, nh, nw, d] -> [B, nh, ph, nw, pw, d]
     x = x.permute(0, 2, 3, 1).reshape(b, ph, pw, nh, nw, d).permute(0, 3, 1, 4, 2, 5)
@@ -63,7 +104,18 @@ def pixel_order_attention(
     qkv: torch.Tensor, grid: tuple[int, int, int, int], heads: int, head_dim: int, dropout_p: float = 0.0
 ) -> torch.Tensor:
     """Attention of [B, H*W, 3d] projections in pixel order, each pixel attending to the pixels at
-    its position in the other patches; returns [B, H*W, d] before the output projection."""
+    its position in the other patches; returns [B, H*W, d] before the output projection.
+
+    Args:
+        qkv: the projections ``[B, H*W, 3d]`` in pixel order.
+        grid: ``(nh, ph, nw, pw)``: patches per column, patch height, patches per row, patch width.
+        heads: attention heads.
+        head_dim: d / heads.
+        dropout_p: attention dropout (training only).
+
+    Returns:
+        ``[B, H*W, d]``.
+    """
     b, hw, _ = qkv.shape
     nh, ph, nw, pw = grid
     # [B, H*W, 3d] = [B, nh, ph, nw, pw, 3, heads, hd] -> [3, B, ph, pw, heads, nh, nw, hd]
@@ -78,7 +130,18 @@ def pixel_order_attention(
 def transform_in_pixel_order(
     y: torch.Tensor, layers: nn.Sequential, norm: Callable[[torch.Tensor], torch.Tensor], ph: int, pw: int
 ) -> torch.Tensor:
-    """The block's transformer on a [B, d, H, W] map without unfolding it: [B, d, H, W] out."""
+    """The block's transformer on a [B, d, H, W] map without unfolding it: [B, d, H, W] out.
+
+    Args:
+        y: the map ``[B, d, H, W]``.
+        layers: the block's transformer layers.
+        norm: the block's final norm.
+        ph: the patch height.
+        pw: the patch width.
+
+    Returns:
+        ``[B, d, H, W]``.
+    """
     b, _, h, w = y.shape
     grid = (h // ph, ph, w // pw, pw)
     tokens = y.permute(0, 2, 3, 1).reshape(b, h * w, -1)  # [B, H*W, d], pixel order

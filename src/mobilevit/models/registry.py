@@ -36,7 +36,14 @@ def register_model(
 def register_builder(
     name: str, build: Callable[..., nn.Module], params: int | None = None, doc: str = ""
 ) -> None:
-    """Register ``build(**kwargs)`` under ``name`` (for families registered in a loop, e.g. v2's widths)."""
+    """Register ``build(**kwargs)`` under ``name`` (for families registered in a loop, e.g. v2's widths).
+
+    Args:
+        name: the model name.
+        build: ``build(**kwargs) -> nn.Module``.
+        params: the parameter count of its default build (checked by a test).
+        doc: the builder's docstring.
+    """
 
     def builder(**kwargs: Any) -> nn.Module:
         return build(**kwargs)

@@ -30,7 +30,16 @@ from .base import Batching, KeyedDataset, StepOutput, Task
 
 
 def head_and_body_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict[str, Any]]:
-    """Backbone parameters at ``lr``, everything else (the head) at ``lr * head_lr_mult``."""
+    """Backbone parameters at ``lr``, everything else (the head) at ``lr * head_lr_mult``.
+
+    Args:
+        model: a DeepLabv3 or SSDLite model.
+        lr: the backbone's rate.
+        head_lr_mult: the head's rate multiplier.
+
+    Returns:
+        AdamW's parameter groups.
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     body = [p for n, p in named if n.startswith("backbone.")]
     head = [p for n, p in named if not n.startswith("backbone.")]
