@@ -51,6 +51,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states :func:`rng_state` saved (torch CPU and CUDA, Python, NumPy)."""
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["mt"].tolist()), py["gauss"]))

@@ -47,6 +47,7 @@ class DataConfig:
     builtin_size: int = 32  # image side written for the built-in datasets
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("folder", "digits", "shapes"):
             raise ConfigError(f"data.dataset must be folder, digits or shapes, got {self.dataset!r}")
         if self.dataset == "folder" and not self.root:
@@ -79,6 +80,7 @@ class ModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # MobileViTConfig fields
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` for an unknown ``model.name`` or a negative class count."""
         from ..models import list_models
 
         if self.name not in list_models():
@@ -103,6 +105,7 @@ class OptimConfig:
     grad_clip: float = 0.0  # max grad norm, 0: off
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``optim.*`` value."""
         if self.epochs <= 0:
             raise ConfigError(f"optim.epochs must be positive, got {self.epochs}")
         for name in ("lr", "min_lr", "warmup_start_lr"):
@@ -136,6 +139,7 @@ class EMAConfig:
     recalibrate_bn: int = 0
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``ema.*`` value."""
         if not 0 < self.momentum <= 1:
             raise ConfigError(f"ema.momentum must be in (0, 1], got {self.momentum}")
         if self.warmup_power <= 0 or self.warmup_gamma <= 0:
@@ -167,6 +171,7 @@ class RunConfig:
     auto_resume: bool = True
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``run.*`` value (normalises ``channels_last``)."""
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"run.device must be auto, cpu or cuda, got {self.device!r}")
         self.channels_last = str(self.channels_last).lower()
@@ -188,6 +193,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> TrainConfig:
+        """Validate every section; returns ``self``."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
@@ -195,6 +201,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain values (what ``config.yaml`` and resume files hold)."""
         return dataclasses.asdict(self)
 
 
@@ -216,6 +223,7 @@ class SegDataConfig:
     builtin_val: int = 40
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("voc", "shapes"):
             raise ConfigError(f"data.dataset must be voc or shapes, got {self.dataset!r}")
         if self.dataset == "voc" and not self.root:
@@ -250,6 +258,7 @@ class SegOptimConfig(OptimConfig):
     head_lr_mult: float = 10.0  # ASPP and classifier learn faster than the pretrained backbone
 
     def validate(self) -> None:
+        """The shared ``optim.*`` checks, and a positive ``head_lr_mult``."""
         super().validate()
         if self.head_lr_mult <= 0:
             raise ConfigError(f"optim.head_lr_mult must be positive, got {self.head_lr_mult}")
@@ -288,6 +297,7 @@ class DetDataConfig:
     builtin_val: int = 100
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("coco", "shapes"):
             raise ConfigError(f"data.dataset must be coco or shapes, got {self.dataset!r}")
         if self.dataset == "coco" and not self.root:
@@ -443,4 +453,5 @@ def build_config(cls: type, *layers: dict[str, Any]) -> Any:
 
 
 def save_config(cfg: AnyTrainConfig, path: str | Path) -> None:
+    """Write the resolved ``cfg`` as YAML (the run folder's ``config.yaml``)."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -28,6 +28,7 @@ class DistInfo:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA where available, else the CPU; ``cpu`` / ``cuda`` as asked."""
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("run.device=cuda but no CUDA device is available")
@@ -50,12 +51,14 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``t`` over every process, in place (a no-op in a single process)."""
     if info.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every process (a no-op in a single process)."""
     if info.distributed:
         dist.barrier()
 
@@ -99,5 +102,6 @@ def main_first(info: DistInfo, fn: Callable[[], T]) -> T:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear down the process group this package started, if any."""
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -52,6 +52,7 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Average ``model``'s weights and floating buffers into the EMA copy (integer buffers are copied)."""
         m = self.current_momentum()
         self.updates += 1
         ema_state = self.module.state_dict()
@@ -66,9 +67,11 @@ class ModelEMA:
         torch._foreach_lerp_(floats_e, floats_m, m)
 
     def state_dict(self) -> dict[str, Any]:
+        """The EMA copy's tensors, the update count and the momentum (for resume files)."""
         return {"module": self.module.state_dict(), "updates": self.updates, "momentum": self.momentum}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
 

@@ -48,6 +48,7 @@ class MetricsLog:
             self.tb = None
 
     def rows(self) -> list[dict[str, Any]]:
+        """Every row written so far, from ``metrics.jsonl``."""
         if not self.jsonl.is_file():
             return []
         return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
@@ -68,6 +69,7 @@ class MetricsLog:
             w.writerows(rows)
 
     def append(self, row: dict[str, Any]) -> None:
+        """Write one epoch's row to the JSONL and CSV files (and TensorBoard)."""
         with open(self.jsonl, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         self._rewrite_csv(self.rows())
@@ -151,6 +153,7 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the pixels of ``pred`` against ``target`` (``ignore_index`` pixels left out)."""
         if pred.shape != target.shape:
             raise ValueError(
                 f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
@@ -165,6 +168,7 @@ class ConfusionMatrix:
         self.matrix += torch.bincount(idx.cpu(), minlength=self.num_classes**2).reshape(self.num_classes, -1)
 
     def compute(self) -> dict[str, Any]:
+        """Per-class IoU (None for classes absent from both), mIoU and pixel accuracy."""
         m = self.matrix.double()
         tp = m.diag()
         union = m.sum(0) + m.sum(1) - tp

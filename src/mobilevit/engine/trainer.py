@@ -273,6 +273,7 @@ class Trainer:
         }
 
     def write_resume(self) -> Path | None:
+        """Write ``resume.pt`` (rank 0 only); its path, or None on other ranks."""
         if not self.info.is_main:
             return None
         return save_resume(self.out / RESUME_NAME, self.resume_state())
@@ -300,6 +301,7 @@ class Trainer:
         log.info("resumed from %s at epoch %d step %d", path, self.state.epoch, self.state.step_in_epoch)
 
     def weights_meta(self, extra: dict[str, Any] | None = None) -> WeightsMeta:
+        """What this run's weights files record (architecture, task, classes, task fields, ``extra``)."""
         return WeightsMeta(
             arch=self.cfg.model.name,
             task=self.task.name,

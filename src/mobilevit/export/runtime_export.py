@@ -69,6 +69,7 @@ class RuntimeBackend:
     loaded_fields: Callable[[Runner], dict[str, Any]] | None = None  # report fields read off the loaded file
 
     def files(self, path: Path) -> list[Path]:
+        """The export's files: ``path`` and its companions."""
         return [path, *(path.with_suffix(s) for s in self.companions)]
 
 

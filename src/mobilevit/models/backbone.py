@@ -61,6 +61,7 @@ class BackboneBase(nn.Module):
 
     # --------------------------------------------------------------- forward
     def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error unless ``x`` is a ``[B, in_chans, H, W]`` tensor."""
         c = self.config.in_chans
         if not isinstance(x, torch.Tensor):
             raise TypeError(
@@ -89,11 +90,13 @@ class BackboneBase(nn.Module):
         return outs
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and the classifier on pre-pool features (``pre_logits``: the pooled features)."""
         if self.features_only:
             raise RuntimeError("this MobileViT was built with features_only=True and has no classifier head")
         return self.head(x, pre_logits=pre_logits)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-pool features ``[B, C, H/s, W/s]`` (s: the output stride, 32 by default)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

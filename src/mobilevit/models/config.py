@@ -39,6 +39,7 @@ class StageSpec:
         return self.transformer_dim is not None
 
     def validate(self, index: int) -> None:
+        """Raise ``ValueError`` naming the first invalid field of the stage."""
         where = f"stage {index + 1}"
         if self.out_channels <= 0:
             raise ValueError(f"{where}: out_channels must be positive, got {self.out_channels}")
@@ -108,6 +109,7 @@ class MobileViTConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
         if len(self.stages) != 5:
             raise ValueError(f"MobileViT has 5 stages, got {len(self.stages)}")
         for i, s in enumerate(self.stages):

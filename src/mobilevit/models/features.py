@@ -57,15 +57,19 @@ class FeatureInfoList:
         return picked[idx] if isinstance(idx, int) else [picked[i] for i in idx]
 
     def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Channels of every selected level (or of ``idx``)."""
         return self._get("num_chs", idx)
 
     def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Stride w.r.t. the input of every selected level (or of ``idx``)."""
         return self._get("reduction", idx)
 
     def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        """The module that makes each selected level (or ``idx``)."""
         return self._get("module", idx)
 
     def get_dicts(self) -> list[dict[str, Any]]:
+        """timm's form: one dict per level (``num_chs``, ``reduction``, ``module``, ``index``)."""
         return [dict(vars(lv)) for lv in self.levels]
 
     def __getitem__(self, i: int) -> FeatureLevel:

@@ -63,6 +63,17 @@ CONFIGS: dict[str, MobileViTConfig] = {c.name: c for c in (MOBILEVIT_XXS, MOBILE
 
 
 def build_mobilevit(config: MobileViTConfig, features_only: bool = False, **overrides: Any) -> MobileViT:
+    """A :class:`~.backbone.MobileViT` of ``config`` with ``overrides`` (config fields) applied.
+
+    Args:
+        config: the variant's config.
+        features_only: the stage-level backbone the heads build on (no expansion conv, no head);
+            for timm's list of maps use ``create_model(..., features_only=True)``.
+        **overrides: config fields to change, e.g. ``num_classes=10`` or ``output_stride=16``.
+
+    Returns:
+        The network.
+    """
     return MobileViT(config.replace(**overrides) if overrides else config, features_only=features_only)
 
 

@@ -68,6 +68,7 @@ class MobileViTv2Config:
         self.validate()
 
     def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
         if self.width_multiplier <= 0:
             raise ValueError(f"width_multiplier must be positive, got {self.width_multiplier}")
         if len(self.depths) != 3 or min(self.depths) < 1:
@@ -91,6 +92,7 @@ class MobileViTv2Config:
             raise ValueError("num_classes must be >= 0 and in_chans >= 1")
 
     def replace(self, **changes: Any) -> MobileViTv2Config:
+        """A validated copy with ``changes`` (config fields) applied; an unknown field is a ``TypeError``."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -114,6 +116,7 @@ class MobileViTv2Config:
         return tuple(make_divisible(d * w, 8) for d in (128, 192, 256))  # type: ignore[return-value]
 
     def ffn_dim(self, d: int) -> int:
+        """The FFN hidden width of a transformer of width ``d`` (``ffn_ratio * d``, a multiple of 16)."""
         return int(self.ffn_ratio * d // 16 * 16)
 
 
@@ -310,6 +313,7 @@ class MobileViTv2(BackboneBase):
 
 
 def config_for(width: str) -> MobileViTv2Config:
+    """The config of v2 at the width named ``width`` (``"050"`` .. ``"200"``)."""
     return MobileViTv2Config(name=f"mobilevitv2_{width}", width_multiplier=WIDTHS[width])
 
 
@@ -319,6 +323,17 @@ CONFIGS_V2: dict[str, MobileViTv2Config] = {f"mobilevitv2_{w}": config_for(w) fo
 def build_mobilevitv2(
     config: MobileViTv2Config, features_only: bool = False, **overrides: Any
 ) -> MobileViTv2:
+    """A :class:`MobileViTv2` of ``config`` with ``overrides`` (config fields) applied.
+
+    Args:
+        config: the variant's config.
+        features_only: the stage-level backbone the heads build on (no expansion conv, no head);
+            for timm's list of maps use ``create_model(..., features_only=True)``.
+        **overrides: config fields to change, e.g. ``num_classes=10`` or ``output_stride=16``.
+
+    Returns:
+        The network.
+    """
     return MobileViTv2(config.replace(**overrides) if overrides else config, features_only=features_only)
 
 

@@ -41,6 +41,7 @@ class RunContext:
         return self.info.device
 
     def autocast(self) -> Any:
+        """bf16 autocast on the run's device, or a no-op context."""
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -112,6 +113,7 @@ class Task:
         raise NotImplementedError
 
     def batching(self) -> Batching:
+        """How the trainer batches this task's training data (the multi-scale sampler's arguments)."""
         raise NotImplementedError
 
     @staticmethod
@@ -140,6 +142,7 @@ class Task:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.cfg.optim.lr}]
 
     def loss(self, model: nn.Module, batch: Any) -> StepOutput:
+        """The loss of a training batch, its sample count and the per-sample sums reported."""
         raise NotImplementedError
 
     def evaluate(self, model: nn.Module, loader: Any) -> dict[str, Any]:
@@ -156,6 +159,7 @@ class Task:
         return {}
 
     def report_lines(self, train_ds: Any, val_ds: Any) -> list[str]:
+        """The task's lines of ``report.md`` (data, splits)."""
         return []
 
     def split_name(self) -> str:
@@ -169,4 +173,5 @@ class Task:
             log.warning("skipping bad sample %s (%s)", b.path, b.error)
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the run's device, in the run's memory format."""
         return x.to(self.ctx.device, memory_format=self.ctx.memory_format)

@@ -91,6 +91,7 @@ class Detection(Task):
         return [], len(batch[0])
 
     def ssd_settings(self) -> dict[str, Any]:
+        """The SSDLite settings of the model: ``model.ssd`` with the data's image size."""
         size = self.cfg.data.image_size
         return {"image_size": (size, size), **self.cfg.model.ssd}
 
