@@ -275,6 +275,18 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def subset(root: Path, out: Path, n: int) -> Path:
+    """A folder of links to the first ``n`` train and ``n // 3`` val images of each class."""
+    for split, k in (("train", n), ("val", max(1, n // 3))):
+        for cls in sorted(d for d in (root / split).iterdir() if d.is_dir()):
+            dest = out / split / cls.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(cls.iterdir())[:k]:
+                if not (dest / f.name).exists():
+                    (dest / f.name).symlink_to(f.resolve())
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="Imagenette with train/ and val/")
@@ -285,6 +297,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--no-family", action="store_true", help="skip the v1 / v2 / v3 comparison")
     p.add_argument("--no-timm", action="store_true", help="skip timm's runs")
+    p.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="a quick check: N train and N // 3 val images per class (linked into the out folder)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.root)
@@ -294,10 +312,15 @@ def main() -> None:
         )
     if args.epochs < 1 or args.img_size < 32 or args.batch < 2:
         raise SystemExit("imagenette.py: --epochs >= 1, --img-size >= 32 and --batch >= 2")
+    if args.subset:
+        root = subset(root, Path(args.out) / f"subset{args.subset}", args.subset)
     r = Recipe(epochs=args.epochs, img_size=args.img_size, batch=args.batch)
     jobs = [(o, m) for o, m in PAIRED if not (args.no_timm and o == "timm")]
     jobs += [] if args.no_family else FAMILY
-    base = Path(args.out) / f"e{r.epochs}_px{r.img_size}_b{r.batch}"
+    base = (
+        Path(args.out)
+        / f"e{r.epochs}_px{r.img_size}_b{r.batch}{f'_subset{args.subset}' if args.subset else ''}"
+    )
     results = [run_one(o, m, s, root, base, r) for o, m in jobs for s in args.seeds]
 
     groups = {f"{o}:{m}": group(results, o, m) for o, m in jobs}
@@ -341,12 +364,17 @@ def main() -> None:
             f"(largest seed spread {100 * noise:.2f} pt{'; a tie within it' if tie else ''}). Train images/s, "
             f"ours / timm: **{ratio:.3f}x**."
         )
+    if args.subset:  # a quick check: the tables on the terminal, docs/ left alone
+        print("\n".join(summary), "\n", "\n".join(lines), sep="\n", flush=True)
+        print_json_last({k: (round(v, 4) if isinstance(v, float) else v) for k, v in _flat(figures).items()})
+        return
     plot(results, DOCS / "imagenette_curves.png")
     cmd = (
         f"python benchmarks/imagenette.py --epochs {r.epochs} --img-size {r.img_size} --batch {r.batch} "
         f"--seeds {' '.join(map(str, args.seeds))}"
         + (" --no-family" if args.no_family else "")
         + (" --no-timm" if args.no_timm else "")
+        + (f" --subset {args.subset}" if args.subset else "")
     )
     body = (
         f"Imagenette ({root.name}: 9,469 train / 3,925 val, 10 classes), from scratch, {r.epochs} epochs at "
