@@ -63,6 +63,15 @@ class Recipe:
     workers: int = 2
 
 
+def dropout_fields(model: str) -> list[str]:
+    """The config fields of ``model`` that set a dropout (v1 / v3: transformer_dropout, ...; v2: dropout, ...)."""
+    from dataclasses import fields
+
+    from mobilevit import create_model
+
+    return [f.name for f in fields(create_model(model).config) if f.name.endswith("dropout")]
+
+
 def run_ours(model: str, seed: int, root: Path, out: Path, r: Recipe) -> dict[str, Any]:
     """Our engine, as ``mobilevit train`` runs it (auto-resume continues an interrupted run)."""
     from mobilevit.engine import Trainer, load_config
@@ -79,7 +88,7 @@ def run_ours(model: str, seed: int, root: Path, out: Path, r: Recipe) -> dict[st
             f"data.rrc_scale=[{r.rrc_scale[0]},{r.rrc_scale[1]}]",
             f"data.num_workers={r.workers}",
             f"model.name={model}",
-            "model.overrides={transformer_dropout: 0.0, classifier_dropout: 0.0}",
+            f"model.overrides={{{', '.join(f'{f}: 0.0' for f in dropout_fields(model))}}}",
             f"optim.epochs={r.epochs}",
             f"optim.lr={r.lr}",
             f"optim.min_lr={r.min_lr}",
@@ -149,11 +158,13 @@ def run_timm(model_name: str, seed: int, root: Path, out: Path, r: Recipe) -> di
     model = model.to(memory_format=torch.channels_last)  # as our engine runs on CPU (oneDNN)
     opt = create_optimizer_v2(model, "adamw", lr=r.lr, weight_decay=r.weight_decay, filter_bias_and_bn=False)
     steps_per_epoch = len(train_dl)
+    total = steps_per_epoch * r.epochs
+    warmup = min(r.warmup_steps, total - 1)  # as our scheduler caps it
     sched = CosineLRScheduler(
         opt,
-        t_initial=steps_per_epoch * r.epochs - r.warmup_steps,  # the cosine after the warmup, as ours
+        t_initial=total - warmup,  # the cosine after the warmup, as ours
         lr_min=r.min_lr,
-        warmup_t=r.warmup_steps,
+        warmup_t=warmup,
         warmup_lr_init=r.warmup_lr,
         warmup_prefix=True,
         t_in_epochs=False,

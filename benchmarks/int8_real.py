@@ -189,7 +189,9 @@ def main() -> None:
         "int8_real_photos.md",
         "Reduced precision on real photos (Imagenette)",
         body,
-        "python benchmarks/int8_real.py " + " ".join(f"--weights {w}" for w in args.weights),
+        "python benchmarks/int8_real.py --weights "
+        + " ".join(args.weights)
+        + ("" if tuple(args.paths) == PATHS else " --paths " + " ".join(args.paths)),
     )
     figures = {
         f"{r['arch']}.{r['path']}": (

@@ -9,8 +9,6 @@ import pkgutil
 
 import pytest
 
-import mobilevit
-
 
 def _modules(package: str):
     pkg = importlib.import_module(f"mobilevit.{package}")
@@ -36,7 +34,6 @@ def _public(package: str):
 
 @pytest.mark.parametrize("package", ["export", "engine", "models"])
 def test_public_functions_are_typed_and_document_their_arguments(package):
-    assert mobilevit.__version__
     problems = []
     for where, fn in _public(package):
         sig = inspect.signature(fn)

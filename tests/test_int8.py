@@ -231,3 +231,11 @@ def test_the_keep_rule_reads_the_top1_drop_and_agreement_beside_it():
     assert "agrees with fp32 on 0.9500" in judge(ok, 0.5, 0.98)  # agreement, when asked for, too
     unknown = check(None, None, 0.97)  # no accuracy: agreement decides, at 0.98 by default
     assert "below 0.98" in judge(unknown, 0.5, None) and unknown.criterion == "top-1 agreement >= 0.98"
+
+
+def test_keep_rule_flags_out_of_range_are_refused_before_the_weights_are_read(tmp_path):
+    args = ["export", str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "m.onnx"), "--int8"]
+    with pytest.raises(SystemExit, match="--max-drop must be >= 0 points, got -1"):
+        main([*args, "--max-drop", "-1"])
+    with pytest.raises(SystemExit, match=r"--min-agreement must be in \[0, 1\], got 1.5"):
+        main([*args, "--min-agreement", "1.5"])

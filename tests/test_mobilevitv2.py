@@ -84,7 +84,7 @@ def test_transformers_equal_at_256_and_320x256_and_divergent_at_224(width):
     sd = ref.state_dict()
     assert detect_source(sd) == "transformers"
     sd, order = convert_state_dict(sd, "transformers")
-    assert order == "RGB"  # the weights are ml-cvnets v0.2's (README: input convention)
+    assert order == "RGB"  # the weights are ml-cvnets v0.2's (docs/guides/weights.md: input convention)
     model = create_model({0.5: "mobilevitv2_050", 1.0: "mobilevitv2_100"}[width])
     model.load_state_dict(sd)
     model.eval()

@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
         choices=["rgb", "bgr"],
         default=None,
         help="the channel order the source weights were trained on, overriding what this package "
-        "believes (v1 and v3 on v1: BGR; v2 and v3 on v2: RGB, see README's input convention); BGR "
+        "believes (v1 and v3 on v1: BGR; v2 and v3 on v2: RGB, see docs/guides/weights.md, input convention); BGR "
         "stems are flipped to RGB",
     )
     s.set_defaults(fn=run)

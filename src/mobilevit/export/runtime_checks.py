@@ -14,7 +14,7 @@ deleted, and the error says by how much it missed), and the request checks made 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,6 @@ def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
     return out if isinstance(out, tuple) else (out,)
 
 
-def _delete(paths: Iterable[Path]) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
 def check_fp32(
     run: Runner,
     reference: nn.Module,
@@ -134,12 +129,13 @@ def check_fp32(
     atol: float = 1e-4,
     seed: int = 0,
 ) -> ParityCheck:
-    """Max abs diff of every output against eager PyTorch; over ``atol``: the ``files`` are deleted.
+    """Max abs diff of every output against eager PyTorch; over ``atol``: :class:`~.errors.ExportError`
+    (the skeleton, :func:`~.runtime_export.export_to_runtime`, then deletes the ``files``).
 
     Args:
         run: the loaded file's runner.
         reference: the eager model.
-        files: the export's files (the first one named in messages).
+        files: the export's files (the first one named in messages as deleted).
         runtime: the runtime's name, for messages.
         img_size: the export's ``(H, W)``.
         batch: the export's fixed batch.
@@ -152,17 +148,12 @@ def check_fp32(
     x = torch.rand(batch, 3, *img_size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         refs = _as_tuple(reference(x))
-    try:
-        gots = run(x.numpy())
-    except Exception:
-        _delete(files)
-        raise
+    gots = run(x.numpy())
     diff = max(
         float(np.abs(r.numpy() - g).max()) if tuple(r.shape) == tuple(g.shape) else float("inf")
         for r, g in zip(refs, gots, strict=True)
     )
     if not diff <= atol:
-        _delete(files)
         raise ExportError(
             f"{runtime} disagrees with PyTorch at batch {batch}, {img_size[0]}x{img_size[1]}: max abs diff "
             f"{diff:.3g} > {atol:g}; {files[0]} was deleted"
@@ -306,13 +297,14 @@ def check_reduced(
     min_agreement: float | None = None,
 ) -> AccuracyCheck:
     """The reduced-precision file against the fp32 eager model on ``data.val``; a file that fails
-    :func:`judge` is deleted (``files``) and :class:`~.errors.ExportError` says by how much.
+    :func:`judge` raises :class:`~.errors.ExportError` saying by how much (the skeleton then
+    deletes the ``files``).
 
     Args:
         run: the loaded file's runner.
         reference: the fp32 eager model.
         data: the labelled validation images.
-        files: the export's files (the first one named in messages).
+        files: the export's files (the first one named in messages as deleted).
         what: e.g. ``"ExecuTorch int8"``, for messages.
         batch: the file's fixed batch.
         precision: the file's precision (int8, bf16).
@@ -326,17 +318,12 @@ def check_reduced(
         The :class:`~.reports.AccuracyCheck`.
     """
     ref = eager_logits(reference, data.val, batch)
-    try:
-        got = logits_of(run, data.val, batch)
-    except Exception:
-        _delete(files)
-        raise
+    got = logits_of(run, data.val, batch)
     acc = accuracy_check(
         ref, got, data, precision=precision, computed_as=computed_as, model_classes=model_classes
     )
     failure = judge(acc, max_drop, min_agreement)
     if failure:
-        _delete(files)
         raise ExportError(
             f"{what} {failure} (largest logit "
             f"change {100 * acc.max_rel_logit_diff:.1f}% of the largest fp32 logit); {files[0]} was deleted. "

@@ -153,8 +153,8 @@ def export_to_runtime(
     files = backend.files(path)
     for f in files:  # never leave an older model under the name of this one
         f.unlink(missing_ok=True)
-    fields = backend.convert(graph, example, data_.calib if (int8 and data_) else None, precision, path)
     try:
+        fields = backend.convert(graph, example, data_.calib if (int8 and data_) else None, precision, path)
         run = backend.load(path)
         asked = reduced or "fp32"
         computed = backend.computed_as(run, asked) if backend.computed_as else asked
@@ -196,7 +196,7 @@ def export_to_runtime(
             )
         else:
             report.checks = [check_fp32(run, graph.reference, files, backend.name, img_size, batch, atol)]
-    except BaseException:
+    except BaseException:  # a file half written, not runnable or failing its check is not left behind
         for f in files:
             f.unlink(missing_ok=True)
         raise

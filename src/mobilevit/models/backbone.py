@@ -23,12 +23,21 @@ from .layers import ConvNormAct, InvertedResidual
 
 @dataclass(frozen=True)
 class FeatureInfo:
-    """Channels and reduction (stride w.r.t. the input) of one stage output."""
+    """Channels and reduction (stride w.r.t. the input) of one stage output. Read as attributes
+    or, as timm's dicts, by key (``info["num_chs"]``, ``["reduction"]``, ``["module"]``)."""
 
     stage: int  # 0-based index into ``stages`` (paper's L{stage+1})
     channels: int
     reduction: int
     module: str
+
+    @property
+    def num_chs(self) -> int:
+        """timm's name for ``channels``."""
+        return self.channels
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
 
 
 class BackboneBase(nn.Module):

@@ -14,44 +14,26 @@ The parameter names are the classifier's, so classifier weights load into it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .backbone import BackboneBase
-
-
-@dataclass(frozen=True)
-class FeatureLevel:
-    """One returned map: its channels, its stride w.r.t. the input, the module that makes it.
-    Read as attributes or, as timm's dicts, by key (``level["num_chs"]``)."""
-
-    num_chs: int
-    reduction: int
-    module: str
-    index: int
-
-    @property
-    def channels(self) -> int:
-        return self.num_chs
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+from .backbone import BackboneBase, FeatureInfo
 
 
 class FeatureInfoList:
     """timm's ``feature_info`` interface over the selected levels: ``channels()``,
     ``reduction()``, ``module_name()`` (all levels, or ``idx`` of them), ``out_indices``, and
-    ``info[i]`` / iteration as timm's dicts (``num_chs``, ``reduction``, ``module``, ``index``)."""
+    ``info[i]`` / iteration (each a :class:`~.backbone.FeatureInfo`, readable by timm's keys)."""
 
-    def __init__(self, levels: Sequence[FeatureLevel], out_indices: Sequence[int]) -> None:
+    def __init__(self, levels: Sequence[FeatureInfo], out_indices: Sequence[int]) -> None:
         self.levels = list(levels)
         self.out_indices = tuple(out_indices)
 
     def _get(self, key: str, idx: int | Sequence[int] | None) -> Any:
-        picked = [getattr(lv, key) for lv in self.levels]
+        picked = [lv[key] for lv in self.levels]
         if idx is None:
             return picked
         return picked[idx] if isinstance(idx, int) else [picked[i] for i in idx]
@@ -69,10 +51,12 @@ class FeatureInfoList:
         return self._get("module", idx)
 
     def get_dicts(self) -> list[dict[str, Any]]:
-        """timm's form: one dict per level (``num_chs``, ``reduction``, ``module``, ``index``)."""
-        return [dict(vars(lv)) for lv in self.levels]
+        """timm's form: one dict per level (``num_chs``, ``reduction``, ``module``)."""
+        return [
+            {"num_chs": lv.channels, "reduction": lv.reduction, "module": lv.module} for lv in self.levels
+        ]
 
-    def __getitem__(self, i: int) -> FeatureLevel:
+    def __getitem__(self, i: int) -> FeatureInfo:
         return self.levels[i]
 
     def __len__(self) -> int:
@@ -95,12 +79,9 @@ class FeatureMaps(nn.Module):
         self.stages = model.stages
         self.conv_exp = getattr(model, "conv_exp", None)  # v1 / v3-on-v1: after L5, the stride-32 level
         # level i: the output of stage L(i+1); the last level: the pre-pool features
-        levels = [
-            FeatureLevel(f.channels, f.reduction, f.module, i) for i, f in enumerate(model.feature_info)
-        ]
+        levels = list(model.feature_info)
         if self.conv_exp is not None:
-            last = levels[-1]
-            levels[-1] = FeatureLevel(self.conv_exp.conv.out_channels, last.reduction, "conv_exp", last.index)
+            levels[-1] = replace(levels[-1], channels=self.conv_exp.conv.out_channels, module="conv_exp")
         n = len(levels)
         if not out_indices or any(not -n <= int(i) < n for i in out_indices):
             raise ValueError(f"out_indices must pick levels among 0..{n - 1}, got {tuple(out_indices)}")

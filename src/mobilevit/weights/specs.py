@@ -157,7 +157,7 @@ def _specs() -> dict[str, WeightSpec]:
             out[spec.tag] = spec
     # the transformers hub's v2 repos (Apple's uploads of the same ml-cvnets v0.2 weights). Their image
     # processor flips to BGR; the code that trained them read PIL RGB, which this library believes
-    # (README, "Input convention"): recorded as RGB, `mobilevit convert --trained-on bgr` for the other.
+    # (docs/guides/weights.md, "Input convention"): recorded as RGB, `mobilevit convert --trained-on bgr` for the other.
     hf_v2_note = (
         "transformers {}; its image processor flips to BGR (do_flip_channel_order), the training code "
         "(ml-cvnets v0.2) read RGB: loaded as RGB here"

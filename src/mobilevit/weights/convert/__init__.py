@@ -59,7 +59,7 @@ def convert_with_task(
     """Like :func:`convert_state_dict`, also returning the task (classification / segmentation).
 
     ``trained_on`` ("RGB" / "BGR") overrides the channel order the source is believed to have
-    been trained on (for MobileViT v2 the sources disagree: README, "Input convention")."""
+    been trained on (for MobileViT v2 the sources disagree: docs/guides/weights.md, "Input convention")."""
     if source not in _MODULES:
         raise ConversionError(f"unknown source format {source!r}; choose from {', '.join(SOURCES)}")
     module = _MODULES[source]

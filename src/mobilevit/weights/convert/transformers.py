@@ -179,7 +179,7 @@ def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
 def channel_order(state_dict: dict[str, torch.Tensor]) -> str:
     """v1: BGR (what the released image processors feed). v2: the same weights as ml-cvnets v0.2
     and timm, trained on RGB (PIL) images; the hub's processors flip to BGR anyway, carried over
-    from v1 (README, "Input convention", says why RGB is believed)."""
+    from v1 (docs/guides/weights.md, "Input convention", says why RGB is believed)."""
     return "RGB" if is_v2(state_dict) else CHANNEL_ORDER
 
 
