@@ -1,7 +1,7 @@
-"""The public API of mobilevit.export, .engine and .models is typed and documented: every public
-function and method has type hints and a docstring (its own, or the one of the method it
-overrides), and those taking more than two arguments document them (``Args:``), since the
-documentation site renders them."""
+"""The public API of mobilevit (export, engine, models, heads, weights, data, bench, cli, ablate) is
+typed and documented: every public function and method has type hints and a docstring (its own,
+or the one of the method it overrides), and those taking more than two arguments document them
+(``Args:``), since the documentation site renders them."""
 
 import importlib
 import inspect
@@ -32,7 +32,9 @@ def _public(package: str):
                         yield f"{module.__name__}.{name}.{attr}", getattr(obj, attr)
 
 
-@pytest.mark.parametrize("package", ["export", "engine", "models"])
+@pytest.mark.parametrize(
+    "package", ["export", "engine", "models", "heads", "weights", "data", "bench", "cli", "ablate"]
+)
 def test_public_functions_are_typed_and_document_their_arguments(package):
     problems = []
     for where, fn in _public(package):

@@ -2,7 +2,7 @@
 ``infer_model_name`` (the model-aware side of weights: each builds models to check a file).
 
 Evaluation, prediction and export all call ``load_model``. The file is read once. Our files say
-what they hold (:class:`~mobilevit.weights.WeightsMeta`: architecture, task, classes, overrides,
+what they hold (`WeightsMeta`: architecture, task, classes, overrides,
 how training evaluated); a foreign checkpoint (timm, transformers, ml-cvnets) is converted on
 the way in and its architecture inferred from its shapes unless ``model_name`` names it.
 """
@@ -52,7 +52,7 @@ def default_classes(task: str, num_classes: int) -> list[str]:
 
 
 def describe_foreign(state_dict: dict, model_name: str | None, path: Path) -> WeightsMeta:
-    """A :class:`WeightsMeta` for a checkpoint that carries none (timm, transformers, ml-cvnets)."""
+    """A `WeightsMeta` for a checkpoint that carries none (timm, transformers, ml-cvnets)."""
     try:
         source = detect_source(state_dict)
         converted, task, order = (
@@ -85,11 +85,11 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     """The eval-mode model stored in ``path`` and what the file says about it.
 
     ``meta.classes`` holds the recorded class names (None when the file records none:
-    :func:`class_names` gives the defaults), and
+    `class_names` gives the defaults), and
     ``model.pretrained_cfg`` carries the input convention (crop and resize for classifiers that
     trained here, ``eval_size`` for segmenters). ``model_name`` overrides the recorded
     architecture (needed only for foreign files whose shapes fit several models). ``path`` may
-    be an ``hf-hub:ORG/REPO`` name (:mod:`mobilevit.weights.hub`).
+    be an ``hf-hub:ORG/REPO`` name (`mobilevit.weights.hub`).
     """
     path, model_name = _local(path, model_name)
     sd, raw = read_state_dict(path)
@@ -119,7 +119,7 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
 
 
 def class_names(meta: WeightsMeta) -> list[str]:
-    """The recorded class names, else ImageNet's / VOC's / the indices (:func:`default_classes`)."""
+    """The recorded class names, else ImageNet's / VOC's / the indices (`default_classes`)."""
     if meta.classes is not None:
         return list(meta.classes)
     return default_classes(meta.task, int(meta.num_classes or 0))

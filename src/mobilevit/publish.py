@@ -112,7 +112,7 @@ def model_card(
     metrics: dict[str, float] | None = None,
     latency: bool = True,
 ) -> str:
-    """``README.md`` for the repo; :class:`PublishError` when a field would be empty.
+    """``README.md`` for the repo; `PublishError` when a field would be empty.
 
     ``metrics`` (e.g. ``{"top1": 0.69}``) are the uploader's figures, used when the weights file
     records none; the card says so."""

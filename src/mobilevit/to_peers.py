@@ -1,6 +1,6 @@
 """Weights out to the peers' layouts: ``convert_to(weights, out, "timm" | "transformers" | "cvnets")``.
 
-Ours -> peer is the inverse of each peer's converter in :mod:`mobilevit.weights.convert` (the key
+Ours -> peer is the inverse of each peer's converter in `mobilevit.weights.convert` (the key
 renames, transformers' split q / k / v, the input channel order each peer's weights take). Every
 conversion is checked both ways before anything is written: the peer's state dict converted
 back must equal ours exactly, and where the peer library is installed its own model loads the
@@ -57,7 +57,7 @@ def _base_arch(meta: WeightsMeta) -> str:
 
 
 def check_target(meta: WeightsMeta, target: str) -> None:
-    """Raise :class:`ConversionError` (before any work) when ``target`` cannot hold this model."""
+    """Raise `ConversionError` (before any work) when ``target`` cannot hold this model."""
     if target not in TARGETS:
         raise ConversionError(f"--to must be one of {', '.join(TARGETS)}, not {target!r}")
     arch, what = _base_arch(meta), f"{meta.arch} ({meta.task})"

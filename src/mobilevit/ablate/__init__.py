@@ -23,7 +23,7 @@ continues from its ``resume.pt``, the rest start. ``--replot`` redraws the table
 a finished study from its files, without training. Everything that can be wrong with a request
 (unknown study or variant, a patch larger than its stage's feature map, contradictory flags, an
 override of the studied knob itself, an output folder made with other settings) is an
-:class:`AblationError` raised before any training.
+`AblationError` raised before any training.
 """
 
 from .plan import Plan, RunSpec, StudyOptions, check_patch_sizes, command_line, feature_map_sides, plan_study

@@ -20,6 +20,16 @@ def measure_latency_table(
     Each of ``rounds`` rounds times every variant once (``latency_iters`` passes after a
     warm-up) and the median of the rounds' medians is kept, so slow drifts of a shared machine
     hit all variants alike.
+
+    Args:
+        manifest: the study's record: ``model``, ``num_classes``, ``img_size``, ``latency_iters``,
+            optional ``threads`` and ``variants`` (each with ``name`` and ``model_overrides``).
+        rounds: how many times every variant is timed.
+        echo: where the progress line goes.
+
+    Returns:
+        ``machine``, ``sizes`` (`latency_sizes`), ``rounds``, ``iters`` and ``variants``: per
+        variant its ``params`` and, per size, ``mflops@SIZE`` and ``p50_ms@SIZE``.
     """
     import torch
 

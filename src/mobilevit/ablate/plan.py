@@ -59,6 +59,17 @@ def check_patch_sizes(model: Any, img_size: int, where: str) -> list[str]:
     (and back). A patch larger than the map would blow the map up just to make a single patch:
     that is not the architecture being studied, so it is an error. A patch that fits but does
     not divide the map is allowed (the paper's rule) and noted.
+
+    Args:
+        model: a built MobileViT (its ``config`` and ``feature_info`` are read).
+        img_size: the square training input side, pixels.
+        where: what the messages call the model, e.g. ``"variant patch-2x2"``.
+
+    Returns:
+        One note per stage whose map is resized for its patches; empty when all divide.
+
+    Raises:
+        AblationError: a patch larger than its stage's feature map.
     """
     notes = []
     for i, side in feature_map_sides(model, img_size).items():
@@ -128,6 +139,7 @@ class RunSpec:
     cfg: Any
 
     def status(self) -> str:
+        """``finished`` (``summary.json`` in its folder), ``interrupted`` (``resume.pt``) or ``new``."""
         if (self.dir / "summary.json").is_file():
             return "finished"
         if (self.dir / "resume.pt").is_file():
@@ -155,6 +167,8 @@ class Plan:
         return self.runs[0].cfg
 
     def describe(self) -> str:
+        """A few lines for the terminal: the study's size and setting, each variant's parameters and
+        per-seed `RunSpec.status`, then the notes."""
         c = self.base
         lines = [
             f"study {self.spec.kind.name}: {len(self.variants)} variant(s) x {len(self.seeds)} seed(s) "
@@ -177,8 +191,8 @@ def _opt(flag: str, help: str, kind: type = str, training: bool = True) -> Any:
 
 @dataclass(frozen=True)
 class StudyOptions:
-    """The options of a study request, declared once: :func:`plan_study` takes them, the
-    ``mobilevit ablate`` parser is built from them, :func:`command_line` writes them back as
+    """The options of a study request, declared once: `plan_study` takes them, the
+    ``mobilevit ablate`` parser is built from them, `command_line` writes them back as
     flags, and ``--replot`` refuses the training ones."""
 
     data: str | None = _opt("--data", "digits, shapes, or a folder with train/ and val/ class folders")
@@ -232,7 +246,19 @@ def _resolve_data(data: str) -> list[str]:
 def plan_study(study: str, options: StudyOptions | None = None, **kwargs: Any) -> Plan:
     """Check a request and resolve every run's config; nothing is trained or written.
 
-    The request is ``options``, or :class:`StudyOptions` fields given as keyword arguments.
+    The request is ``options``, or `StudyOptions` fields given as keyword arguments.
+
+    Args:
+        study: a built-in study's name (``weight-decay``, ...) or a study YAML's path.
+        options: the request; ``None``: built from ``kwargs``.
+        **kwargs: `StudyOptions` fields, when ``options`` is not given.
+
+    Returns:
+        The `Plan`: one `RunSpec` per seed and variant (seed-major), with its config loaded.
+
+    Raises:
+        AblationError: an invalid or contradictory request, a variant that cannot be built, or an
+            output folder holding another study or runs trained with other settings.
     """
     o = options if options is not None else StudyOptions(**kwargs)
     from ..bench import count_params

@@ -35,7 +35,17 @@ def _plt():
 
 
 def plot_variant(man: dict[str, Any], variant: dict[str, Any], runs: list[RunResult], path: Path) -> Path:
-    """Losses and top-1 per epoch of one variant: every seed (thin) and their mean (bold)."""
+    """Losses and top-1 per epoch of one variant: every seed (thin) and their mean (bold).
+
+    Args:
+        man: the study's manifest (``study.json``); its ``study`` names the figure.
+        variant: the variant's manifest entry (``name``, ``label``).
+        runs: the variant's finished runs, one per seed.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = {
@@ -85,7 +95,18 @@ def plot_study(
 ) -> Path:
     """The study's figure, as the paper draws it: training loss and validation top-1 per epoch
     for every variant (mean over seeds, band min-max); for patch sizes also top-1 against
-    latency, for EMA x label smoothing also the four final accuracies side by side."""
+    latency, for EMA x label smoothing also the four final accuracies side by side.
+
+    Args:
+        man: the study's manifest (``study.json``), with ``_latency`` (the latency table) for
+            the patch-size study.
+        results: every finished run of the study.
+        table: the per-variant summary rows (`summarize`), in the manifest's variant order.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
     plt = _plt()
     study = man["study"]
     extra = study in ("patch-size", "ema-label-smoothing")

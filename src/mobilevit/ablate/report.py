@@ -156,7 +156,19 @@ def write_outputs(out_dir: str | Path, echo: Callable[[str], None] = print) -> d
 
 
 def replot(study: str, out_dir: str | None = None, echo: Callable[[str], None] = print) -> dict[str, Path]:
-    """Redraw the tables and figures of a finished study without training."""
+    """Redraw the tables and figures of a finished study without training.
+
+    Args:
+        study: a built-in study's name or a study YAML's path (only its name is used).
+        out_dir: the study's folder; ``None``: ``runs/ablations/STUDY``.
+        echo: where progress lines go (the latency table is measured if it is missing).
+
+    Returns:
+        The written files by name (`write_outputs`).
+
+    Raises:
+        AblationError: no study in the folder, another study there, or unfinished runs.
+    """
     name = study if study in KINDS else load_study(study).kind.name
     out = Path(out_dir) if out_dir else DEFAULT_OUT / name
     man = read_manifest(out)

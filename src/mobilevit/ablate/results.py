@@ -21,6 +21,7 @@ class RunResult:
     kept: str  # the accuracy column of the model the run keeps: val_ema_top1 (EMA on) or val_top1
 
     def last(self, key: str) -> float:
+        """The last epoch's value of metric ``key``; NaN when no epoch recorded it."""
         vals = [r[key] for r in self.rows if key in r]
         return float(vals[-1]) if vals else float("nan")
 
@@ -42,6 +43,7 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The study's ``study.json`` in ``out_dir``; an `AblationError` when there is none."""
     path = Path(out_dir) / "study.json"
     if not path.is_file():
         raise AblationError(

@@ -1,6 +1,6 @@
 """Benchmarks as a library: parameter / FLOP / latency summaries (``summary``), the peers' configs
 (``peers``) and the side-by-side inference paths (``paths``, import it explicitly: it sits above
-``mobilevit.export``). The timing primitives below both are :mod:`mobilevit.timing` (re-exported here)."""
+``mobilevit.export``). The timing primitives below both are `mobilevit.timing` (re-exported here)."""
 
 from ..timing import (
     InferencePath,

@@ -6,11 +6,11 @@ memory), ``torch.compile`` of it,
 onnxruntime on its ONNX export, and the same for timm's model, plus transformers' eager model.
 Every model has random weights; nothing is downloaded.
 
-The paths of one model and batch size are measured together (:func:`measure_alternating`):
+The paths of one model and batch size are measured together (`measure_alternating`):
 round after round, each path runs ``iters`` timed passes, in an order rotated every round, so
 that machine noise (frequency changes, other processes) hits all paths alike. Throughput is
 also put against the machine's own fp32 matmul rate measured in the same run
-(:func:`peak_matmul_gflops`). bf16 (``torch.autocast``) paths are separate rows, never mixed
+(`peak_matmul_gflops`). bf16 (``torch.autocast``) paths are separate rows, never mixed
 into the fp32 comparison, and each states how far its logits are from fp32.
 """
 
@@ -69,7 +69,7 @@ def _compiled_path(owner: str, model: nn.Module, x: torch.Tensor) -> InferencePa
 def _ort_path(owner: str, export: Callable[[Path], None], one_thread: bool = False) -> list[InferencePath]:
     """An onnxruntime session on the file ``export`` writes (to a temp dir, removed once loaded);
     with ``one_thread``, also a session on it with one intra-op thread (``onnxruntime_1thread``),
-    the run's check of its second core (see :func:`build_paths`)."""
+    the run's check of its second core (see `build_paths`)."""
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="mobilevit-bench-") as tmp:
@@ -106,7 +106,7 @@ def _torch_onnx_export(model: nn.Module, x: torch.Tensor, onnx_file: Path, opset
 
 
 def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
-    """Our ONNX export quantized to int8 (:func:`~mobilevit.export.int8.quantize_int8`: onnxruntime
+    """Our ONNX export quantized to int8 (`quantize_int8`: onnxruntime
     static QDQ), calibrated on 64 built-in digits training images at this input size."""
     from ..export import export_onnx
     from ..export.calibration import load_int8_data
@@ -133,7 +133,7 @@ def _int8_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
 
 
 def _int8_compiled_path(model: nn.Module, x: torch.Tensor) -> InferencePath:
-    """Our model through PyTorch's x86 int8 (:func:`~mobilevit.export.int8_torch.quantize_int8_torch`:
+    """Our model through PyTorch's x86 int8 (`quantize_int8_torch`:
     PT2E + inductor, oneDNN int8 kernels), calibrated on 64 built-in digits training images at this
     input size; compiled here, at this batch size (the compile time is its setup time)."""
     from ..export.calibration import load_int8_data
@@ -266,8 +266,8 @@ def build_paths(
     ``mobilevit/optimized_bf16`` and ``timm/eager_bf16``; ``int8`` adds ``mobilevit/onnxruntime_int8``
     (our export quantized by onnxruntime) and, with ``compile``, ``mobilevit/compiled_int8`` (PyTorch's
     x86 int8: PT2E + inductor), both calibrated on the built-in digits; ``runtimes`` (names from
-    :data:`~.runtime_paths.RUNTIME_PATHS`) adds ours and timm's model through ExecuTorch, LiteRT
-    and OpenVINO (:mod:`.runtime_paths`). ``thread_check`` adds ``mobilevit/onnxruntime_1thread``,
+    `RUNTIME_PATHS`) adds ours and timm's model through ExecuTorch, LiteRT
+    and OpenVINO (`runtime_paths`). ``thread_check`` adds ``mobilevit/onnxruntime_1thread``,
     our ONNX export in a one-thread session: its time over the ``onnxruntime`` row's is how much
     the second core gave onnxruntime in this run. A host that shares that core (a busy VM
     neighbour) slows each runtime by a different amount, so ratios between runtimes are read
@@ -275,6 +275,22 @@ def build_paths(
     built for exactly this input shape; a compilation that fails is a skipped path, not an
     error. With ``compile``, torch.compile's caches are reset first (one set of paths at a time
     keeps every model within dynamo's recompilation limit).
+
+    Args:
+        model_name: a registered classifier name (also looked up in timm and transformers).
+        batch: images per forward pass (>= 1).
+        img_size: input side, or ``(height, width)``, pixels (>= 32).
+        peers: add timm's and transformers' paths where installed and the model exists there.
+        compile: add the ``torch.compile`` paths.
+        onnx: add the onnxruntime paths.
+        bf16: add the bf16 autocast paths; ``None``: when `bf16_supported`.
+        transformers: with ``peers``, add transformers' eager model.
+        int8: add our int8 paths (onnxruntime, and PyTorch's with ``compile``).
+        runtimes: names from `RUNTIME_PATHS` to add through `runtime_paths`.
+        thread_check: add ``mobilevit/onnxruntime_1thread``.
+
+    Returns:
+        The paths, ours first; every model has random weights.
     """
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if batch < 1:
@@ -308,6 +324,13 @@ def check_agreement(
     Returns, per path key: ``max_abs_diff`` and ``max_rel_diff`` of the logits (the latter
     relative to the largest |logit| of the reference) and ``top1_agreement`` (the fraction of
     images whose argmax class is the same).
+
+    Args:
+        paths: the paths to compare (skipped ones and owners without an ``eager`` path are left out).
+        batch: images per forward pass.
+        img_size: ``(height, width)``, pixels.
+        images: how many random images in all (rounded up to whole batches).
+        seed: the random images' seed.
     """
     g = torch.Generator().manual_seed(seed)
     # inputs made outside inference mode, like the compiled paths' example input: an inference tensor
@@ -378,6 +401,26 @@ def run_side_by_side(
 
     ``peak_fraction`` is the useful work rate (``flops_per_image`` x images/s, with the network's
     FLOPs counted once for every implementation) over the measured ``peak_gflops``.
+
+    Args:
+        model_name: a registered classifier name.
+        batch: images per forward pass.
+        img_size: ``(height, width)``, pixels.
+        iters: timed passes of each path per round.
+        rounds: alternating rounds (see `measure_alternating`).
+        flops_per_image: the network's FLOPs for one image, for ``peak_fraction``.
+        peak_gflops: the machine's fp32 matmul rate, GFLOP/s (`peak_matmul_gflops`).
+        peers: add timm's and transformers' paths (see `build_paths`).
+        compile: add the ``torch.compile`` paths.
+        onnx: add the onnxruntime paths.
+        bf16: add the bf16 paths; ``None``: when `bf16_supported`.
+        transformers: with ``peers``, add transformers' eager model.
+        int8: add our int8 paths.
+        runtimes: names from `RUNTIME_PATHS` to add.
+        thread_check: add ``mobilevit/onnxruntime_1thread``.
+
+    Returns:
+        One `PathResult` per path, skipped ones included (with ``skipped`` set and no timings).
     """
     paths = build_paths(
         model_name,
@@ -450,7 +493,17 @@ def format_path_table(rows: list[PathResult]) -> str:
 def best_row(
     rows: list[PathResult], owner: str, batch: int, names: tuple[str, ...] | None = None
 ) -> PathResult | None:
-    """The fastest (lowest ms per image) timed fp32 row of ``owner`` at ``batch``, among ``names`` if given."""
+    """The fastest (lowest ms per image) timed fp32 row of ``owner`` at ``batch``, among ``names`` if given.
+
+    Args:
+        rows: results from `run_side_by_side`.
+        owner: ``mobilevit``, ``timm`` or ``transformers``.
+        batch: the batch size to look at.
+        names: path names to choose among; ``None``: all of the owner's.
+
+    Returns:
+        The row, or ``None`` when no timed fp32 row matches.
+    """
     candidates = [
         r
         for r in rows
@@ -481,7 +534,19 @@ def run_matched(
     """The same paths (``(owner, path)`` pairs: our optimized and onnxruntime paths, timm's eager
     model) of several models, timed in *one* set of alternating rounds, so that the models are
     compared under the same machine noise (e.g. v2-0.5 against v1-XXS). Rows carry no agreement
-    figures; paths a model lacks (timm without the model) are left out."""
+    figures; paths a model lacks (timm without the model) are left out.
+
+    Args:
+        models: registered classifier names.
+        batch: images per forward pass.
+        img_size: ``(height, width)``, pixels.
+        iters: timed passes of each path per round.
+        rounds: alternating rounds (see `measure_alternating`).
+        paths: the ``(owner, path)`` pairs to time for each model.
+
+    Returns:
+        One `PathResult` per model and path, ``peak_fraction`` ``None``.
+    """
     timed: list[InferencePath] = []
     origin: dict[str, tuple[str, str, InferencePath]] = {}
     x = torch.rand(batch, 3, *img_size)

@@ -1,7 +1,7 @@
 """Inference paths through the mobile and server CPU runtimes: ExecuTorch (XNNPACK), LiteRT and
 OpenVINO, for our model and for timm's, fp32 and reduced precision.
 
-Ours goes through the graph each export writes (:mod:`mobilevit.export`: BN folded, and for
+Ours goes through the graph each export writes (`mobilevit.export`: BN folded, and for
 ExecuTorch shaped so XNNPACK takes every op); timm's model goes through the same runtime as a user
 would export it (the model as built, the same converter and quantizer). int8 is calibrated on 64
 built-in digits training images at the timed size, like the other int8 rows. A runtime that is not
@@ -68,7 +68,20 @@ def _build(name: str, module: nn.Module, x: torch.Tensor, calib: np.ndarray | No
 def runtime_paths(
     owner: str, model: nn.Module, x: torch.Tensor, names: tuple[str, ...] = RUNTIME_PATHS
 ) -> list[InferencePath]:
-    """``owner``'s ``model`` (eval mode) through each runtime path in ``names``, built for ``x``'s shape."""
+    """``owner``'s ``model`` (eval mode) through each runtime path in ``names``, built for ``x``'s shape.
+
+    Args:
+        owner: ``mobilevit`` (our model: each runtime gets its export's graph) or a peer such as
+            ``timm`` (the model as built).
+        model: the model, in eval mode.
+        x: an example input; every runtime's graph is built for exactly its shape.
+        names: runtime paths, from `RUNTIME_PATHS`; ``_int8`` ones are calibrated on 64 built-in
+            digits images at ``x``'s size.
+
+    Returns:
+        One `InferencePath` per name, in order; a runtime missing or refusing the graph is a
+        skipped path with the reason.
+    """
     from ..export.calibration import load_int8_data
 
     graphs: dict[str, nn.Module] = {}

@@ -16,6 +16,7 @@ COMMANDS = (models, weights, bench, convert, export, hub, train, evaluate, predi
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mobilevit`` argument parser: ``-v`` and one subcommand per module in `COMMANDS`."""
     p = argparse.ArgumentParser(prog="mobilevit", description="MobileViT models, weights and tools")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -25,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``mobilevit`` command on ``argv`` (default: ``sys.argv[1:]``) and return its exit status.
+
+    Leftover ``key=value`` arguments become overrides of commands that take them; a user error
+    (`MobileViTError`, `ValueError`, `FileNotFoundError`) prints one line and returns 2.
+    """
     parser = build_parser()
     # argparse cannot take positional key=value overrides after an option (``train --config X a=b``):
     # collect such leftovers as overrides of the commands that have them, refuse anything else.

@@ -2,4 +2,5 @@
 
 from . import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (e.g. pkgutil.walk_packages) must not run the command
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from ..ablate import AblationError, Plan, StudyOptions, plan_study, replot, run_
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``ablate`` subcommand (the study, overrides and the `StudyOptions` flags) to ``sub``."""
     s = sub.add_parser(
         "ablate",
         help="re-run one of the paper's ablations: weight-decay, skip-connection, patch-size, ema-label-smoothing",
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> StudyOptions:
-    """The :class:`StudyOptions` of a parsed command line (``--variants a,b`` becomes a tuple)."""
+    """The `StudyOptions` of a parsed command line (``--variants a,b`` becomes a tuple)."""
     values = {f.name: getattr(args, f.name) for f in StudyOptions.flags()}
     if values["variants"] is not None:
         names = tuple(v.strip() for v in values["variants"].split(",") if v.strip())
@@ -47,6 +48,10 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit ablate``: plan and train the study, or with ``--replot`` redraw it.
+
+    Returns 0, or 3 when the study stopped early.
+    """
     if args.replot:
         given = options_from_args(args).given_training_options()
         if given:

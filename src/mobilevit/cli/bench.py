@@ -13,6 +13,7 @@ VARIANTS = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s")
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``bench`` subcommand to ``sub``."""
     s = sub.add_parser(
         "bench",
         help="params, GFLOPs and latency of each model; --side-by-side compares inference paths and peers",
@@ -116,6 +117,7 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit bench``: the params / GFLOPs / latency table, or ``--side-by-side`` the paths; 0."""
     from ..bench import format_table, machine_info, rows_as_dicts, summarize_models
 
     size = _bench_validate(args)

@@ -7,6 +7,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``convert`` subcommand to ``sub``."""
     s = sub.add_parser(
         "convert",
         help="convert timm / transformers / ml-cvnets weights to ours (safetensors), or ours back to them (--to)",
@@ -49,6 +50,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit convert``: a foreign checkpoint to ours, or with ``--to`` ours to a peer layout; 0."""
     if args.target:
         return _run_to(args)
     from ..loading import convert_file

@@ -10,6 +10,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``eval`` subcommand to ``sub``."""
     s = sub.add_parser(
         "eval",
         help="top-1 / top-5 (classifiers), mIoU (segmentation) or COCO mAP (detection) on a validation split",
@@ -23,6 +24,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit eval`` and print the metrics as JSON; 0.
+
+    Results go to ``--out-dir`` (or a ``run.out_dir=`` override); by default ``eval/`` next to the
+    weights, ``runs/eval/ORG--REPO`` for an ``hf-hub:`` name.
+    """
     from ..engine import evaluate_weights
     from ..weights.hub import is_hub_name
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``export`` subcommand to ``sub``."""
     s = sub.add_parser(
         "export",
         help="export to ONNX, ExecuTorch (XNNPACK), LiteRT, OpenVINO or Core ML, each verified in its runtime",
@@ -94,6 +95,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit export`` to the chosen format and print its checks.
+
+    Returns 0, or 3 when an ONNX int8 export is refused (slower than fp32, or too inaccurate).
+    """
     from ..export import export_onnx
     from ..loading import load_model
 

@@ -7,6 +7,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``push-to-hub`` subcommand to ``sub``."""
     s = sub.add_parser(
         "push-to-hub",
         help="upload weights to the Hugging Face Hub as a repo create_model('hf-hub:...') reads back",
@@ -53,6 +54,7 @@ def _metrics(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit push-to-hub``: upload the weights as a Hub repo, or ``--folder`` only writes it; 0."""
     from ..publish import push_to_hub, save_pretrained
 
     common = dict(

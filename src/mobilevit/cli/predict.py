@@ -10,6 +10,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``predict`` subcommand to ``sub``."""
     s = sub.add_parser(
         "predict",
         help="top-5 classes, a colour overlay PNG of the predicted mask, or a PNG with the detected boxes",
@@ -51,6 +52,7 @@ def _print_results(results: list[dict[str, Any]], as_json: bool, show: Any) -> i
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit predict`` with the task the weights record; 0, or 2 when an image failed."""
     from ..loading import class_names, load_model
     from ..predict import predict_boxes, predict_images, predict_masks
 

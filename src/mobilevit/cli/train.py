@@ -8,6 +8,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``train`` subcommand to ``sub``."""
     s = sub.add_parser(
         "train", help="train or fine-tune a model of any task (the recipe's task) with the paper's recipe"
     )
@@ -19,6 +20,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit train`` and print the summary as JSON; 0, or 3 when the run stopped early."""
     from ..engine import load_config, train
 
     cfg = load_config(args.config, args.overrides)

@@ -7,11 +7,13 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``weights`` subcommand to ``sub``."""
     s = sub.add_parser("weights", help="list the released weights this package knows")
     s.set_defaults(fn=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``mobilevit weights``: print the cache folder and each released weight, cached or its URL; 0."""
     from ..weights import WEIGHTS, cache_dir
 
     print(f"cache: {cache_dir()}")

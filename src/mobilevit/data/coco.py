@@ -6,7 +6,7 @@ COCO category ids are mapped to contiguous labels ``1..K`` in sorted-id order; 0
 
 The annotation file is checked when the dataset is built, so training fails before any work:
 an annotation pointing at an unknown image or category, or an image file missing on disk,
-raises :class:`DataError` naming the file and the ids. Boxes partly outside their image are
+raises `DataError` naming the file and the ids. Boxes partly outside their image are
 clipped to it; zero-area, inverted or fully outside boxes are dropped; crowd regions are left
 out of the training targets (pycocotools' evaluation reads them from the file anyway). What was
 clipped or dropped is counted in ``stats`` and reported in one warning.

@@ -1,7 +1,7 @@
 """ImageNet-style folder datasets (``<root>/<split>/<class>/<image>``) that skip bad files.
 
 A corrupt, truncated or non-image file is not fatal: the sample comes back as a
-:class:`BadSample`, the collate function drops it, and the training loop counts and logs it
+`BadSample`, the collate function drops it, and the training loop counts and logs it
 (with its path), failing only when bad files exceed a set fraction of what was read.
 """
 
@@ -35,6 +35,7 @@ class BadSample:
 
 
 def find_split(root: str | Path, split: str) -> Path:
+    """``root / split``, or a `DataError` naming the folders ``root`` does have."""
     path = Path(root) / split
     if not path.is_dir():
         have = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
@@ -45,7 +46,7 @@ def find_split(root: str | Path, split: str) -> Path:
 class ImageFolderDataset(Dataset):
     """Images in ``<root>/<split>/<class>/``; classes are the sorted folder names.
 
-    ``transform(image, key)`` receives the PIL image and the :class:`SampleKey` (crop size and
+    ``transform(image, key)`` receives the PIL image and the `SampleKey` (crop size and
     per-sample seed) and returns a tensor.
     """
 

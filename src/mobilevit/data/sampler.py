@@ -28,12 +28,25 @@ class SampleKey:
 def batch_size_for(
     h: int, w: int, base: tuple[int, int], base_batch: int, never_below_base: bool = True
 ) -> int:
+    """The batch size at ``h x w`` that keeps the pixels per batch of ``base_batch`` images at ``base``.
+
+    Args:
+        h: crop height, pixels.
+        w: crop width, pixels.
+        base: ``(height, width)`` the base batch size is set for.
+        base_batch: the batch size at ``base``.
+        never_below_base: never return less than ``base_batch`` (larger crops keep the base
+            batch); otherwise at least 1.
+
+    Returns:
+        ``int(base_batch * base_h * base_w / (h * w))``, floored as above.
+    """
     size = int(base_batch * base[0] * base[1] / (h * w))
     return max(size, base_batch) if never_below_base else max(size, 1)
 
 
 class MultiScaleBatchSampler:
-    """Yields lists of :class:`SampleKey` with a new (h, w, batch) each step.
+    """Yields lists of `SampleKey` with a new (h, w, batch) each step.
 
     With one resolution it is a plain shuffled (or sequential) fixed-size batch sampler whose
     keys still carry the crop size and the per-sample seed.

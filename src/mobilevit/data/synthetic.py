@@ -52,7 +52,18 @@ def _finish(root: Path, params: dict) -> Path:
 
 
 def write_digits(root: str | Path, size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Path:
-    """scikit-learn's digits as ``root/{train,val}/<digit>/<n>.png`` (RGB, ``size`` x ``size``)."""
+    """scikit-learn's digits as ``root/{train,val}/<digit>/<n>.png`` (RGB, ``size`` x ``size``).
+
+    Args:
+        root: folder to write into; an earlier built-in set there is replaced, a folder made with
+            the same parameters is kept as it is.
+        size: image side, pixels (the 8x8 digits are scaled up, bicubic).
+        val_fraction: share of the 1,797 images in ``val/`` (stratified by digit).
+        seed: the train / val split's random state.
+
+    Returns:
+        ``root``, as a `Path`.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -89,7 +100,19 @@ def _texture(rng: np.random.Generator, size: int) -> Image.Image:
 
 
 def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    """Vertices of a shape of ``kind`` centred at (cx, cy) with radius r, rotated by ``angle``."""
+    """Vertices of a shape of ``kind`` centred at (cx, cy) with radius r, rotated by ``angle``.
+
+    Args:
+        kind: one of `SHAPES`: ``ellipse`` (48 vertices, squashed to 0.6 r on its minor axis),
+            ``rectangle`` (a square, 4), ``triangle`` (3) or ``star`` (5 points, inner radius 0.45 r).
+        cx: centre x, pixels.
+        cy: centre y, pixels.
+        r: radius (centre to outer vertex), pixels.
+        angle: rotation, radians.
+
+    Returns:
+        The vertices as ``(x, y)`` pixel pairs, ready for ``ImageDraw.polygon``.
+    """
     if kind == "triangle":
         radii, n = [r], 3
     elif kind == "rectangle":
@@ -115,7 +138,18 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> li
 def draw_shape(
     img: Image.Image, kind: str, rng: np.random.Generator, min_r: float, max_r: float
 ) -> tuple[float, float, float, float]:
-    """Draw one randomly placed, coloured shape; return its bounding box (x0, y0, x1, y1)."""
+    """Draw one randomly placed, coloured shape; return its bounding box (x0, y0, x1, y1).
+
+    Args:
+        img: the image to draw on (in place).
+        kind: the shape, one of `SHAPES`.
+        rng: the source of radius, position, rotation and colour.
+        min_r: smallest radius, pixels.
+        max_r: largest radius, pixels; the shape's centre keeps at least its radius from the edges.
+
+    Returns:
+        The polygon's vertex extent clipped to the image, pixels.
+    """
     w, h = img.size
     r = rng.uniform(min_r, max_r)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
@@ -129,7 +163,19 @@ def draw_shape(
 def write_shapes(
     root: str | Path, size: int = 64, train_per_class: int = 150, val_per_class: int = 40, seed: int = 0
 ) -> Path:
-    """A generated classification set: one shape per image, ``root/{train,val}/<shape>/<n>.png``."""
+    """A generated classification set: one shape per image, ``root/{train,val}/<shape>/<n>.png``.
+
+    Args:
+        root: folder to write into; an earlier built-in set there is replaced, a folder made with
+            the same parameters is kept as it is.
+        size: image side, pixels; shape radii are 0.18 to 0.42 of it.
+        train_per_class: training images per shape.
+        val_per_class: validation images per shape.
+        seed: the generator's seed (the same seed writes the same images).
+
+    Returns:
+        ``root``, as a `Path`.
+    """
     root = Path(root)
     params = {"dataset": "shapes", "size": size, "train": train_per_class, "val": val_per_class, "seed": seed}
     if _up_to_date(root, params):
@@ -160,6 +206,19 @@ def write_shapes_voc(
 
     Each image holds 1..``max_objects`` shapes on a textured background; the mask marks each
     shape with its class index and, like VOC, a 1-pixel ignore (255) border around objects.
+
+    Args:
+        root: folder to write into (``JPEGImages/``, ``SegmentationClass/``,
+            ``ImageSets/Segmentation/{train,val}.txt`` and ``classes.txt``); an earlier built-in set
+            there is replaced, one made with the same parameters is kept as it is.
+        size: image side, pixels; shape radii are 0.1 to 0.25 of it.
+        n_train: training images.
+        n_val: validation images.
+        max_objects: most shapes an image (at least one).
+        seed: the generator's seed (the same seed writes the same images).
+
+    Returns:
+        ``root``, as a `Path`.
     """
     from .voc import IGNORE_INDEX, voc_palette
 
@@ -252,6 +311,19 @@ def write_shapes_coco(
     Each image holds 1..``max_objects`` shapes of random class, size, rotation and colour on a
     textured background, except ``round(empty_fraction * n)`` images of each split, which hold
     none. Boxes are the drawn polygons' vertex extents (xywh in COCO, ``area`` = w * h).
+
+    Args:
+        root: folder to write into; an earlier built-in set there is replaced, one made with the
+            same parameters is kept as it is.
+        size: image side, pixels; shape radii are log-uniform in 0.04 to 0.3 of it.
+        n_train: training images.
+        n_val: validation images.
+        max_objects: most shapes an image; fewer may fit, as boxes may overlap by at most 0.2 IoU.
+        empty_fraction: share of each split's images with no shapes at all.
+        seed: the generator's seed (the same seed writes the same images).
+
+    Returns:
+        ``root``, as a `Path`.
     """
     root = Path(root)
     params = {

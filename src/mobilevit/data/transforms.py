@@ -1,6 +1,6 @@
 """Classification transforms of the paper's recipe (Section 4.1): RandomResizedCrop + flip; and
 the stronger ones of the MobileViT v2 recipe (torchvision's RandAugment and RandomErasing on each
-sample, MixUp / CutMix on each batch: :class:`BatchMix`).
+sample, MixUp / CutMix on each batch: `BatchMix`).
 
 Each sample's randomness comes from its own seed (carried by the sampler's ``SampleKey``), so
 augmentation is the same whatever the number of workers, and a resumed run sees exactly the

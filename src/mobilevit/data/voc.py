@@ -7,7 +7,7 @@ masks are resized with nearest neighbour and padded with the ignore value.
 
 Bad samples (a mask with values outside the classes and 255, a mask whose size differs from
 its image, an unreadable file) raise an error naming the file, or, with ``on_bad="skip"``, come
-back as :class:`BadSample` for the collate function to drop and the loop to log.
+back as `BadSample` for the collate function to drop and the loop to log.
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ class VOCSegmentation(Dataset):
         return BadSample(str(path), msg)
 
     def load(self, index: int) -> tuple[Image.Image, np.ndarray] | BadSample:
+        """Sample ``index`` untransformed: the RGB image and its ``[H, W]`` int64 class mask, checked
+        (readable, same size, values below ``num_classes`` or 255); a bad one raises a `DataError`
+        or, with ``on_bad="skip"``, is returned as a `BadSample`."""
         sid, img_path, mask_path = self.samples[index]
         try:
             with Image.open(img_path) as im:
@@ -186,6 +189,12 @@ class SegEvalTransform:
 
 
 def collate_segmentation(batch: list[Any]) -> dict[str, Any]:
+    """Batch ``(image, mask)`` pairs, setting `BadSample` entries apart.
+
+    Returns ``{"images", "masks", "bad", "seen", "count"}``: stacked tensors when every good
+    sample has the same shape, else lists of tensors; the bad samples; the batch's length and
+    the number of good samples.
+    """
     good = [b for b in batch if not isinstance(b, BadSample)]
     bad = [b for b in batch if isinstance(b, BadSample)]
     if good and len({tuple(g[0].shape) for g in good}) == 1 and len({tuple(g[1].shape) for g in good}) == 1:

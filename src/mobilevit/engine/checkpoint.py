@@ -51,7 +51,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states :func:`rng_state` saved (torch CPU and CUDA, Python, NumPy)."""
+    """Restore the RNG states `rng_state` saved (torch CPU and CUDA, Python, NumPy)."""
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["mt"].tolist()), py["gauss"]))
@@ -103,7 +103,7 @@ def resume_path(path: str | Path) -> Path:
 def load_resume(path: str | Path) -> dict[str, Any]:
     """Read a resume file with ``weights_only=True``: nothing in it can run code.
 
-    Raises :class:`ResumeError` naming the path for a missing or damaged file, a pickle that
+    Raises `ResumeError` naming the path for a missing or damaged file, a pickle that
     holds anything but tensors and plain containers, or a file that is not a resume file of ours.
     """
     path = resume_path(path)

@@ -22,7 +22,7 @@ from torch import nn
 
 
 class ModelEMA:
-    """An EMA copy of ``model`` (in eval mode, no gradients), updated with :meth:`update`: the
+    """An EMA copy of ``model`` (in eval mode, no gradients), updated with `update`: the
     paper's constant ``momentum``, or with ``warmup`` (the training config's default) timm's ramp.
     Update ``n`` (0-based) uses what timm's ``ModelEmaV3.get_decay(n + 1)`` gives, as timm's own
     training loop calls it."""
@@ -71,7 +71,7 @@ class ModelEMA:
         return {"module": self.module.state_dict(), "updates": self.updates, "momentum": self.momentum}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what `state_dict` returned."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
 

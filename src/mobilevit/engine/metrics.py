@@ -260,7 +260,7 @@ def coco_evaluate(
 
     ``detections`` holds one item per evaluated image: ``{"image_id", "boxes" [N, 4] xyxy in the
     original pixels, "scores" [N], "labels" [N] contiguous 1..K}`` (tensors or arrays; N may be 0).
-    Only the images listed are evaluated. ``label_to_cat_id``: see :func:`detections_to_coco`.
+    Only the images listed are evaluated. ``label_to_cat_id``: see `detections_to_coco`.
 
     Returns ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``map_small``, ``map_medium``,
     ``map_large``, ``mar_100`` (AR with 100 detections an image) as floats, and ``summary``, the

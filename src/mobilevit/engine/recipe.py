@@ -35,8 +35,8 @@ def load_config(
     ``overrides``; validated.
 
     The ``task`` key (override, recipe, then base; default classification) picks the config class
-    from the task table: :class:`~.config.TrainConfig`, :class:`~.config.SegTrainConfig` or
-    :class:`~.config.DetTrainConfig` for the built-in tasks.
+    from the task table: `TrainConfig`, `SegTrainConfig` or
+    `DetTrainConfig` for the built-in tasks.
 
     Args:
         path: a recipe file or a built-in recipe's name, or None.
@@ -44,7 +44,7 @@ def load_config(
         base: a nested mapping applied before the recipe.
 
     Returns:
-        The validated config of the task's class; :class:`~.config.ConfigError` naming the key otherwise.
+        The validated config of the task's class; `ConfigError` naming the key otherwise.
     """
     data = read_recipe(find_recipe(path)) if path is not None else {}
     extra = parse_overrides(overrides or [])

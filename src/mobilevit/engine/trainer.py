@@ -148,7 +148,7 @@ def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: 
 
 
 class Trainer:
-    """Builds a run from a config (``cfg.task`` picks the plug-in) and trains it with :meth:`fit`."""
+    """Builds a run from a config (``cfg.task`` picks the plug-in) and trains it with `fit`."""
 
     def __init__(self, cfg: AnyTrainConfig, resume: str | Path | None = None) -> None:
         self.cfg = cfg

@@ -1,6 +1,6 @@
 """Deployment: an optimised eager inference path; ONNX, ExecuTorch (XNNPACK), LiteRT, OpenVINO and
 Core ML exports, each verified in its own runtime; int8 calibrated and judged on the model's own
-images. Every export returns an :class:`ExportReport` (:mod:`.reports`)."""
+images. Every export returns an `ExportReport` (`reports`)."""
 
 from .calibration import Int8Data, Int8Source, int8_source, load_int8_data
 from .errors import ExportError

@@ -3,8 +3,8 @@
 Every int8 / bf16 export is calibrated on training images and judged on labelled validation
 images. Those must be the model's own data, seen through the preprocessing training evaluated
 with: a model judged on another task's images gives a number about that task.
-:func:`int8_source` reads what a weights file trained here records (the data kind and root, the
-eval resize and crop) and names the images to use; :func:`load_int8_data` reads them.
+`int8_source` reads what a weights file trained here records (the data kind and root, the
+eval resize and crop) and names the images to use; `load_int8_data` reads them.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def int8_source(
         weights: the file's name, for messages.
 
     Returns:
-        The :class:`Int8Source`. Raises :class:`ExportError` when ``data`` is None and the file does
+        The `Int8Source`. Raises `ExportError` when ``data`` is None and the file does
         not record its training data, or that data is not on this machine.
     """
     extra = meta_extra or {}
@@ -143,7 +143,7 @@ def load_int8_data(
 
     Args:
         data: ``"digits"`` (scikit-learn's handwritten digits, written once under the cache folder),
-            a folder with ``val/`` (and ideally ``train/``) class folders, or an :class:`Int8Source`
+            a folder with ``val/`` (and ideally ``train/``) class folders, or an `Int8Source`
             (which also says how training preprocessed them for evaluation).
         img_size: the model's input ``(H, W)``.
         calib_images: images drawn (seeded) from ``train/`` (or ``val/`` when there is none).
@@ -151,7 +151,7 @@ def load_int8_data(
         seed: the draws' seed.
 
     Returns:
-        The :class:`Int8Data`. Class indices are those training assigns (the sorted class folders
+        The `Int8Data`. Class indices are those training assigns (the sorted class folders
         of ``train/``). Unreadable files are skipped, logged and listed in ``skipped``. Each image
         is resized to ``eval_resize`` on its shorter side and centre-cropped (the source's eval
         preprocessing), or resized whole when the source records none.

@@ -51,7 +51,7 @@ def export_coreml(
         atol: the largest accepted difference against eager PyTorch (macOS only).
 
     Returns:
-        The :class:`~.reports.ExportReport`: ``checks`` on macOS, else ``check_note`` says why none ran.
+        The `ExportReport`: ``checks`` on macOS, else ``check_note`` says why none ran.
     """
     if dynamic_hw:
         raise ExportError(

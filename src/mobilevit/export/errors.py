@@ -1,4 +1,4 @@
-"""What every export refuses or fails with: :class:`ExportError`, and the size check they share."""
+"""What every export refuses or fails with: `ExportError`, and the size check they share."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ExecuTorch export with the XNNPACK delegate (``.pte``), verified in ExecuTorch's own runtime.
 
-The BN-folded model is shaped for XNNPACK first (:mod:`.xnnpack_graph`: the norms, the attention
+The BN-folded model is shaped for XNNPACK first (`xnnpack_graph`: the norms, the attention
 and the pool in ops the partitioner takes), so the whole network lowers to XNNPACK; the report
 counts the ops delegated and a graph that is not wholly delegated is logged as a warning with the
 ops left on the portable kernels. ``int8``: PT2E quantization with ExecuTorch's
@@ -60,7 +60,7 @@ def load_executorch(path: str | Path) -> Any:
 
 def executorch_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str], int]:
     """What the ExecuTorch export lowers: ``(graph, eager reference, output names, modules
-    rewritten)``, the BN-folded graph shaped for XNNPACK (:func:`~.xnnpack_graph.shape_for_xnnpack`),
+    rewritten)``, the BN-folded graph shaped for XNNPACK (`shape_for_xnnpack`),
     its blocks unfolding / folding through the NHWC view (the layout XNNPACK holds maps in: one
     transpose each way instead of two)."""
     fast, reference, outputs = export_core(model, patch_layout="nhwc")
@@ -105,7 +105,7 @@ def lower_to_xnnpack(
         calib: calibration images for int8, or None for fp32.
 
     Returns:
-        ``(the .pte bytes, the :class:`~.reports.Delegation`)``.
+        ``(the .pte bytes, the `Delegation`)``.
     """
     exir = require("executorch.exir", RUNTIME)
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", RUNTIME)
@@ -161,18 +161,18 @@ def export_executorch(
     Classifiers and segmenters map ``image -> output``, a detector its core ``image -> (scores,
     boxes)``. fp32 is checked against eager PyTorch (``atol``); ``int8`` (classifiers) by top-1
     against fp32 on ``data``'s labelled validation images (at most ``max_drop`` points lost). A
-    file that fails is deleted (:class:`~.errors.ExportError` with the numbers).
+    file that fails is deleted (`ExportError` with the numbers).
 
     Args:
         model: a classifier, segmenter or detector (put in eval mode; a detector exports its core).
         path: the file to write.
         img_size: the input ``(H, W)`` the file takes.
         batch: the fixed batch the file takes.
-        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+        **options: `ExportOptions`: ``int8``, ``data`` (labelled images of
             the model's classes, required for int8), ``calib_images``, ``max_val``,
             ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
 
     Returns:
-        The :class:`~.reports.ExportReport`, with the XNNPACK ``delegation``.
+        The `ExportReport`, with the XNNPACK ``delegation``.
     """
     return export_to_runtime(BACKEND, model, path, img_size=img_size, batch=batch, **options)

@@ -1,19 +1,19 @@
 """Post-training int8 quantization of a classifier's ONNX export, judged by what it costs and gains.
 
 The paper's claim is latency on devices, so int8 is offered as an optimisation only where it is
-one. :func:`export_int8` writes and verifies the fp32 ONNX export (:func:`~.onnx.export_onnx`),
+one. `export_int8` writes and verifies the fp32 ONNX export (`export_onnx`),
 quantizes it with onnxruntime's static quantization (QDQ format, int8 weights per output
 channel, int8 activations calibrated on training images) and then measures both sides on this
 machine:
 
 - **accuracy**: the top-1 accuracy of each on the model's own labelled validation images
-  (:mod:`.calibration`), the drop between them (at most ``max_drop`` points, or the file is
-  refused: :class:`Int8TooInaccurate`), top-1 agreement and the largest logit change relative
+  (`calibration`), the drop between them (at most ``max_drop`` points, or the file is
+  refused: `Int8TooInaccurate`), top-1 agreement and the largest logit change relative
   to the largest fp32 logit;
 - **time**: fp32 and int8 onnxruntime sessions at the export's batch size, timed in
-  alternating rounds (:func:`~mobilevit.timing.measure_alternating`), per image.
+  alternating rounds (`measure_alternating`), per image.
 
-Where int8 is not faster than fp32 the int8 model is not written and :class:`Int8NotFaster`
+Where int8 is not faster than fp32 the int8 model is not written and `Int8NotFaster`
 says so with the numbers (the verified fp32 model stays next to it); ``keep_slower`` writes it
 anyway, e.g. for a device whose int8 kernels pay where these do not. On the CPUs measured so far
 it did not pay (docs/measured_defaults.md): MobileViT is dominated by depthwise convolutions, SiLU,
@@ -223,7 +223,7 @@ def export_int8(
         dynamic_batch: a dynamic batch dimension.
         opset: the ONNX opset.
         data: labelled images of the model's classes (``"digits"``, a folder with ``train/`` and
-            ``val/``, or an :class:`~.calibration.Int8Source`).
+            ``val/``, or an `Int8Source`).
         calib_images: calibration images drawn from ``train/``.
         max_val: validate on a seeded subset of ``val/`` of this size (None: all of it).
         model_classes: the model's class names (a mismatch with the data's is an error).
@@ -234,9 +234,9 @@ def export_int8(
         budget_s: about how long the timing takes.
 
     Returns:
-        The :class:`~.reports.Int8Report`. Raises :class:`Int8NotFaster` or
-        :class:`Int8TooInaccurate` with the report when the file is refused;
-        :class:`~.errors.ExportError` for a model that is not a classifier or data that cannot be
+        The `Int8Report`. Raises `Int8NotFaster` or
+        `Int8TooInaccurate` with the report when the file is refused;
+        `ExportError` for a model that is not a classifier or data that cannot be
         read, before any export.
     """
     from ..models import BackboneBase

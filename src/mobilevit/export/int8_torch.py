@@ -1,16 +1,16 @@
 """Post-training int8 through PyTorch's own x86 path: PT2E quantization lowered to oneDNN.
 
-The model (BN folded, :func:`~.fast.optimize_for_inference`) is captured with
+The model (BN folded, `optimize_for_inference`) is captured with
 ``torch.export``, annotated by torchao's ``X86InductorQuantizer`` (int8 weights per output
 channel, uint8 activations per tensor, calibrated on sample images), converted, and compiled
 by inductor with frozen weights, which lowers every quantized conv and linear to oneDNN's
 int8 kernels (AMX or VNNI where the CPU has them) and fuses the quantize / dequantize and the
 SiLU around them into those kernels. That fusion is what onnxruntime's static quantization
-lacks on these CPUs, where its int8 export is slower than fp32 (:mod:`.int8`).
+lacks on these CPUs, where its int8 export is slower than fp32 (`int8`).
 
 Its speed and agreement with fp32 are measured by ``benchmarks/latency.py`` (docs/measured_defaults.md).
-The result is an in-memory module; :func:`save_int8_torch` writes its int8 graph as a
-``torch.export`` program (``.pt2``) and :func:`load_int8_torch` reads it back and compiles it
+The result is an in-memory module; `save_int8_torch` writes its int8 graph as a
+``torch.export`` program (``.pt2``) and `load_int8_torch` reads it back and compiles it
 for the machine it runs on.
 """
 
@@ -112,7 +112,7 @@ def quantize_int8_torch(
     ``compile`` (default) the first call at each batch size compiles a graph for it. With
     ``compile=False`` the converted graph runs as is (reference int8 arithmetic simulated in
     fp32, for checking accuracy without a compiler, not for speed). Raises
-    :class:`Int8Unavailable` without torchao (``pip install 'mobilevit[export]'``).
+    `Int8Unavailable` without torchao (``pip install 'mobilevit[export]'``).
 
     Args:
         model: a classifier.
@@ -121,7 +121,7 @@ def quantize_int8_torch(
         compile: compile the converted graph with inductor (oneDNN int8 kernels).
 
     Returns:
-        The :class:`Int8Compiled` copy (its ``report`` says how it was made).
+        The `Int8Compiled` copy (its ``report`` says how it was made).
     """
     prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     if batch_size < 1:
@@ -155,7 +155,7 @@ def quantize_int8_torch(
 
 def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 32) -> np.ndarray:
     """``module``'s outputs on ``images`` in batches of exactly ``batch`` (the last one padded, the
-    padding dropped: :func:`~.batches.padded_batches`), so that a compiled module builds one graph.
+    padding dropped: `padded_batches`), so that a compiled module builds one graph.
 
     Args:
         module: any module mapping a batch to logits.
@@ -177,7 +177,7 @@ _REPORT_FILE = "mobilevit_int8.json"  # stored inside the .pt2 archive
 
 def save_int8_torch(int8: Int8Compiled, path: str | Path) -> Path:
     """Write ``int8``'s quantized graph (any batch size, its calibration H x W) as a
-    ``torch.export`` program, with its report; :func:`load_int8_torch` reads it back."""
+    ``torch.export`` program, with its report; `load_int8_torch` reads it back."""
     h, w = int8.report["img_size"]
     program = _export_any_batch(int8.quantized, torch.zeros(2, 3, h, w))
     path = Path(path)
@@ -187,7 +187,7 @@ def save_int8_torch(int8: Int8Compiled, path: str | Path) -> Path:
 
 
 def load_int8_torch(path: str | Path, compile: bool = True) -> Int8Compiled:
-    """An int8 model written by :func:`save_int8_torch`, compiled for this machine at the first
+    """An int8 model written by `save_int8_torch`, compiled for this machine at the first
     call of each batch size (``compile=False``: the graph as is, int8 simulated in fp32)."""
     _import_pt2e()  # the file's quantize / dequantize ops are torchao's
     path = Path(path)

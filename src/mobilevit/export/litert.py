@@ -5,7 +5,7 @@ The file takes the export's batch and size (litert-torch converts static shapes;
 fails in its converter). ``int8``: litert-torch's PT2E quantizer (symmetric, int8 weights per
 output channel, int8 activations calibrated on training images), converted with its
 ``QuantConfig`` so the file holds int8 kernels; such a file takes and gives int8 tensors (full
-integer quantization), which :func:`load_litert` quantizes and dequantizes with the file's own
+integer quantization), which `load_litert` quantizes and dequantizes with the file's own
 scales. Inputs stay NCHW as in PyTorch.
 """
 
@@ -73,7 +73,7 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def litert_graph(model: nn.Module) -> tuple[nn.Module, nn.Module, list[str]]:
     """What the LiteRT export converts: ``(graph, eager reference, output names)``. LiteRT runs on
-    XNNPACK too, so the graph is the ExecuTorch one (:func:`~.xnnpack_graph.shape_for_xnnpack`),
+    XNNPACK too, so the graph is the ExecuTorch one (`shape_for_xnnpack`),
     with the NHWC unfold / fold: the fastest of our graphs in LiteRT. v2's separable attention
     keeps its own form: litert-torch's int8 conversion of the bmm rewrite fails on a broadcast."""
     fast, reference, outputs = export_core(model, patch_layout="nhwc")
@@ -145,18 +145,18 @@ def export_litert(
 ) -> ExportReport:
     """Export ``model`` to a LiteRT ``.tflite`` and check it in LiteRT's interpreter.
 
-    The same outputs, checks and arguments as :func:`~.executorch.export_executorch`.
+    The same outputs, checks and arguments as `export_executorch`.
 
     Args:
         model: a classifier, segmenter or detector (put in eval mode; a detector exports its core).
         path: the file to write.
         img_size: the input ``(H, W)`` the file takes.
         batch: the fixed batch the file takes.
-        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+        **options: `ExportOptions`: ``int8``, ``data`` (labelled images of
             the model's classes, required for int8), ``calib_images``, ``max_val``,
             ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
 
     Returns:
-        The :class:`~.reports.ExportReport`.
+        The `ExportReport`.
     """
     return export_to_runtime(BACKEND, model, path, img_size=img_size, batch=batch, **options)

@@ -30,10 +30,10 @@ def export_core(model: nn.Module, patch_layout: str = "pixels") -> tuple[nn.Modu
     """What an export traces: ``(BN-folded module, eager reference, output names)``.
 
     Classifiers and segmenters map ``image -> output``; an SSDLite detector its core
-    ``image -> (scores, boxes)`` (:class:`~mobilevit.heads.ssdlite.SSDLiteForExport`).
+    ``image -> (scores, boxes)`` (`SSDLiteForExport`).
     ``patch_layout``: how the MobileViT blocks unfold / fold in the graph (``"pixels"``: inside
     the attention's own transposes, the fastest in onnxruntime; ``"nchw"``: rank <= 4, for Core
-    ML); see :func:`~mobilevit.blocks.set_patch_layout`.
+    ML); see `set_patch_layout`.
     """
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
     from ..models.blocks import set_patch_layout
@@ -61,7 +61,7 @@ def export_onnx(
     onnxruntime plan every buffer); with it, any batch size (traced at 2, checked at 2 and 3).
 
     Classifiers and segmenters export ``image -> output``; an SSDLite detector exports its
-    traceable core ``image -> (scores, boxes)`` (see :class:`~mobilevit.heads.ssdlite.SSDLiteForExport`),
+    traceable core ``image -> (scores, boxes)`` (see `SSDLiteForExport`),
     at the size it was built for (its anchors are baked in).
 
     Args:
@@ -75,7 +75,7 @@ def export_onnx(
         batch: the fixed batch without ``dynamic_batch``.
 
     Returns:
-        The :class:`~.reports.ExportReport` with the parity ``checks``.
+        The `ExportReport` with the parity ``checks``.
     """
     if dynamic_hw:
         raise ExportError(

@@ -190,7 +190,7 @@ def export_openvino(
 ) -> ExportReport:
     """Export ``model`` to OpenVINO IR (``.xml`` + ``.bin``) and check it in OpenVINO.
 
-    The same outputs, checks and arguments as :func:`~.executorch.export_executorch`, plus
+    The same outputs, checks and arguments as `export_executorch`, plus
     ``precision`` (``f32`` / ``bf16``): the CPU inference precision recorded in the IR (with
     ``int8``: that of the ops NNCF leaves unquantized). bf16 is checked like int8; on a CPU
     without native bf16 OpenVINO computes in f32, and ``inference_precision`` and the accuracy
@@ -202,12 +202,12 @@ def export_openvino(
         img_size: the input ``(H, W)`` the file takes.
         batch: the fixed batch the file takes.
         precision: ``f32`` or ``bf16`` (see above).
-        **options: :class:`~.runtime_export.ExportOptions`: ``int8``, ``data`` (labelled images of
+        **options: `ExportOptions`: ``int8``, ``data`` (labelled images of
             the model's classes, required for int8), ``calib_images``, ``max_val``,
             ``model_classes``, ``max_drop``, ``min_agreement``, ``atol``.
 
     Returns:
-        The :class:`~.reports.ExportReport`, with ``inference_precision``.
+        The `ExportReport`, with ``inference_precision``.
     """
     if precision not in PRECISIONS:
         raise ExportError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

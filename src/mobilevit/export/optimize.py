@@ -46,7 +46,7 @@ def _output_to_contiguous(module: nn.Module, args: tuple, out: object) -> object
 def optimize_for_inference(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
     """A frozen copy of ``model`` for inference: eval mode, BN folded, no autograd state.
 
-    ``channels_last`` (default: :func:`channels_last_pays`) runs the copy in channels-last memory:
+    ``channels_last`` (default: `channels_last_pays`) runs the copy in channels-last memory:
     weights converted, inputs converted on the way in (callers pass ordinary [B, 3, H, W]
     tensors), 4-d outputs returned contiguous, and the MobileViT blocks' unfold / fold done with
     one copy each straight from and into that layout. ``False`` keeps the contiguous layout (what

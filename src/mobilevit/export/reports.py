@@ -1,8 +1,8 @@
 """What an export returns: the file it wrote and the checks that file passed, as dataclasses.
 
 Every export is checked before it is kept: fp32 files by output parity with eager PyTorch
-(:class:`ParityCheck`), reduced-precision classifiers (int8, bf16) by top-1 accuracy against fp32
-on labelled images (:class:`AccuracyCheck`). ``to_dict()`` gives the JSON form the CLI and the
+(`ParityCheck`), reduced-precision classifiers (int8, bf16) by top-1 accuracy against fp32
+on labelled images (`AccuracyCheck`). ``to_dict()`` gives the JSON form the CLI and the
 benchmarks write.
 """
 

@@ -2,13 +2,13 @@
 deleted, and the error says by how much it missed), and the request checks made before any work.
 
 - fp32: every output of the runtime against eager PyTorch on random images at the export's size
-  and batch, max abs diff <= ``atol`` (:class:`~.reports.ParityCheck`);
+  and batch, max abs diff <= ``atol`` (`ParityCheck`);
 - reduced precision (bf16, int8; classifiers): top-1 accuracy of the file and of the fp32 eager
-  model on labelled validation images, the model's own (:mod:`.calibration`). The file is kept
+  model on labelled validation images, the model's own (`calibration`). The file is kept
   when its top-1 drops by at most ``max_drop`` percentage points; top-1 agreement with fp32 is
   reported beside it, and ``min_agreement`` (when given) must be reached too. Where the model's
   classes are unknown, accuracy cannot be computed and agreement alone decides
-  (:data:`DEFAULT_MIN_AGREEMENT`).
+  (`DEFAULT_MIN_AGREEMENT`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def require(module: str, runtime: str, extra: str = EXTRA) -> Any:
         extra: the pip extra that installs it.
 
     Returns:
-        The imported module; :class:`~.errors.ExportError` naming the extra otherwise.
+        The imported module; `ExportError` naming the extra otherwise.
     """
     try:
         return importlib.import_module(module)
@@ -74,7 +74,7 @@ def check_request(
         reduced: ``"int8"`` / ``"bf16"`` for a reduced-precision export (classifiers only), else None.
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`, its folder created.
+        ``path`` as a `Path`, its folder created.
     """
     from ..models import BackboneBase
 
@@ -129,8 +129,8 @@ def check_fp32(
     atol: float = 1e-4,
     seed: int = 0,
 ) -> ParityCheck:
-    """Max abs diff of every output against eager PyTorch; over ``atol``: :class:`~.errors.ExportError`
-    (the skeleton, :func:`~.runtime_export.export_to_runtime`, then deletes the ``files``).
+    """Max abs diff of every output against eager PyTorch; over ``atol``: `ExportError`
+    (the skeleton, `export_to_runtime`, then deletes the ``files``).
 
     Args:
         run: the loaded file's runner.
@@ -143,7 +143,7 @@ def check_fp32(
         seed: the random images' seed.
 
     Returns:
-        The :class:`~.reports.ParityCheck`.
+        The `ParityCheck`.
     """
     x = torch.rand(batch, 3, *img_size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -213,7 +213,7 @@ def accuracy_check(
             the data's (or, unknown, where the counts match).
 
     Returns:
-        The :class:`~.reports.AccuracyCheck` (its ``criterion`` is set by :func:`judge`).
+        The `AccuracyCheck` (its ``criterion`` is set by `judge`).
     """
     agreement = float((ref.argmax(1) == got.argmax(1)).mean())
     rel = float(np.abs(ref - got).max() / max(float(np.abs(ref).max()), 1e-12))
@@ -251,7 +251,7 @@ def judge(acc: AccuracyCheck, max_drop: float, min_agreement: float | None) -> s
 
     The top-1 drop against fp32 decides where accuracy was computed (at most ``max_drop`` points);
     ``min_agreement``, when given, must be reached too; where accuracy was not computed, agreement
-    decides alone (``min_agreement`` or :data:`DEFAULT_MIN_AGREEMENT`).
+    decides alone (``min_agreement`` or `DEFAULT_MIN_AGREEMENT`).
 
     Args:
         acc: the figures of the file.
@@ -297,7 +297,7 @@ def check_reduced(
     min_agreement: float | None = None,
 ) -> AccuracyCheck:
     """The reduced-precision file against the fp32 eager model on ``data.val``; a file that fails
-    :func:`judge` raises :class:`~.errors.ExportError` saying by how much (the skeleton then
+    `judge` raises `ExportError` saying by how much (the skeleton then
     deletes the ``files``).
 
     Args:
@@ -312,10 +312,10 @@ def check_reduced(
         model_classes: the model's class names, when known.
         max_drop: the largest accepted top-1 drop, in percentage points.
         min_agreement: a top-1 agreement the file must reach too (None: only where accuracy
-            cannot be computed, at :data:`DEFAULT_MIN_AGREEMENT`).
+            cannot be computed, at `DEFAULT_MIN_AGREEMENT`).
 
     Returns:
-        The :class:`~.reports.AccuracyCheck`.
+        The `AccuracyCheck`.
     """
     ref = eager_logits(reference, data.val, batch)
     got = logits_of(run, data.val, batch)

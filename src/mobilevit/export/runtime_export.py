@@ -4,7 +4,7 @@ Each export takes the same steps: refuse a request that cannot work -> read the 
 validation images (reduced precision) -> build the graph the runtime takes -> convert and write
 the file -> load it in the runtime -> check it (fp32: parity with eager PyTorch; int8 / bf16:
 top-1 against fp32 on labelled images) -> report. A runtime contributes only what differs, as a
-:class:`RuntimeBackend`: its graph, its convert, its loader and what it computed in.
+`RuntimeBackend`: its graph, its convert, its loader and what it computed in.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class RuntimeBackend:
 
     ``convert(graph, example, calib, precision, path)`` writes the file (``calib``: int8
     calibration images, else None) and returns report fields; ``load(path)`` gives a
-    :data:`~.runtime_checks.Runner`; ``computed_as(run, precision)`` says what the runtime
+    `Runner`; ``computed_as(run, precision)`` says what the runtime
     computed in here (default: the precision asked for).
     """
 
@@ -74,7 +74,7 @@ class RuntimeBackend:
 
 
 class ExportOptions(TypedDict, total=False):
-    """The keyword options every runtime export takes (see :func:`export_to_runtime`)."""
+    """The keyword options every runtime export takes (see `export_to_runtime`)."""
 
     int8: bool
     data: str | Path | Int8Source | None
@@ -106,7 +106,7 @@ def export_to_runtime(
     """Export ``model`` through ``backend`` and check the file in its runtime.
 
     Args:
-        backend: the runtime's part (:class:`RuntimeBackend`).
+        backend: the runtime's part (`RuntimeBackend`).
         model: a classifier, segmenter or detector (a detector exports its core).
         path: the file to write (its suffix the runtime's).
         img_size: the input ``(H, W)``.
@@ -115,7 +115,7 @@ def export_to_runtime(
         precision: the float precision (``backend.float_precisions``); with ``int8``, that of the
             ops left unquantized.
         data: labelled images of the model's classes for int8 / bf16 (``"digits"``, a folder with
-            ``train/`` and ``val/``, or an :class:`~.calibration.Int8Source`); required there.
+            ``train/`` and ``val/``, or an `Int8Source`); required there.
         calib_images: calibration images drawn from ``train/``.
         max_val: validate on a seeded subset of ``val/`` of this size (None: all of it).
         model_classes: the model's class names (a mismatch with the data's is an error).
@@ -125,8 +125,8 @@ def export_to_runtime(
         atol: fp32 parity tolerance.
 
     Returns:
-        The :class:`~.reports.ExportReport`. A file that fails its check is deleted and
-        :class:`~.errors.ExportError` says by how much it missed.
+        The `ExportReport`. A file that fails its check is deleted and
+        `ExportError` says by how much it missed.
     """
     if precision not in backend.float_precisions:
         raise ExportError(

@@ -4,7 +4,7 @@ XNNPACK (the CPU backend of ExecuTorch and LiteRT) has no LayerNorm, GroupNorm, 
 kernel in ExecuTorch's partitioner, and its mean is a global average pool: over the two inner
 dims of a rank-4 tensor, keeping them. A graph that uses those ops runs them on ExecuTorch's
 portable (reference) kernels, outside the delegate, with a copy in and out of it each time.
-:func:`shape_for_xnnpack` swaps, in a BN-folded copy, each such module for one that writes the
+`shape_for_xnnpack` swaps, in a BN-folded copy, each such module for one that writes the
 same computation with what XNNPACK runs: fully-connected layers, pools over rank-4 views,
 ``bmm``, permutes, softmax over the last dim; and SiLU, which XNNPACK runs, in the form the int8
 quantizers take. The outputs are the model's (up to float rounding).
@@ -27,7 +27,7 @@ quantizers take. The outputs are the model's (up to float rounding).
   the activation in int8 instead of converting to float and back around it.
 
 Before the swaps, each norm's per-channel affine is folded into the 1x1 projection that reads it
-(:func:`fold_norm_affines`): the norm then ends at ``(x - mean) / std``, two elementwise ops fewer.
+(`fold_norm_affines`): the norm then ends at ``(x - mean) / std``, two elementwise ops fewer.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class GroupNorm1(nn.Module):
 
 
 class BmmAttention(nn.Module):
-    """v1's :class:`~mobilevit.models.blocks.Attention` (unfolded [M, N, d] tokens) with q, k, v as
+    """v1's `Attention` (unfolded [M, N, d] tokens) with q, k, v as
     three projections (q's scaled by 1/sqrt(d_h): no slices of a fused output, no scale op) and two
     rank-3 ``bmm`` around a softmax."""
 
@@ -132,7 +132,7 @@ class BmmAttention(nn.Module):
 
 
 class BmmContextAttention(nn.Module):
-    """v2's :class:`~mobilevit.models.mobilevitv2.LinearSelfAttention` with the softmax on a rank-3
+    """v2's `LinearSelfAttention` with the softmax on a rank-3
     view and the context vector (the keys summed under the scores) as one rank-3 ``bmm``."""
 
     def __init__(self, attn: LinearSelfAttention) -> None:
@@ -155,7 +155,7 @@ class BmmContextAttention(nn.Module):
 
 
 class PooledHead(nn.Module):
-    """:class:`~mobilevit.models.backbone.ClassifierHead` with the pool kept rank-4, then flattened."""
+    """`ClassifierHead` with the pool kept rank-4, then flattened."""
 
     def __init__(self, head: ClassifierHead) -> None:
         super().__init__()
@@ -218,7 +218,7 @@ def _norm_consumers(module: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
 
 
 def fold_norm_affines(model: nn.Module) -> int:
-    """:func:`fold_norm_affine` for every transformer norm of ``model`` (an inference copy) whose
+    """`fold_norm_affine` for every transformer norm of ``model`` (an inference copy) whose
     reader is a projection; returns how many were folded."""
     return sum(
         fold_norm_affine(norm, consumer)
@@ -249,7 +249,7 @@ def shape_for_xnnpack(model: nn.Module, keep: tuple[type[nn.Module], ...] = ()) 
     float) for its rewrite (the module docstring lists them), except those of the types in
     ``keep``; ``model`` must be an inference copy (BN folded, eval mode). Returns the number of
     modules swapped. The norms' affines are folded into their readers first
-    (:func:`fold_norm_affines`)."""
+    (`fold_norm_affines`)."""
     fold_norm_affines(model)
     swapped = 0
     for parent in list(model.modules()):

@@ -126,7 +126,18 @@ def build_deeplabv3(
     **overrides: Any,
 ) -> DeepLabV3:
     """DeepLabv3 on a features-only MobileViT of ``config`` (``create_model(...,
-    backbone_weights=...)`` loads a classifier's weights into that backbone)."""
+    backbone_weights=...)`` loads a classifier's weights into that backbone).
+
+    Args:
+        config: the MobileViT (v1 frame) variant's config.
+        num_classes: segmentation classes, background included (21 for PASCAL VOC).
+        output_stride: the backbone's output stride (16: the L5 MV2 at stride 1).
+        aspp_channels: channels of each ASPP branch and of its projection.
+        **overrides: backbone config fields to change, passed to `build_mobilevit`.
+
+    Returns:
+        The model, ASPP at rates 6 / 12 / 18, final upsampling with ``align_corners=False``.
+    """
     backbone = build_mobilevit(config, features_only=True, output_stride=output_stride, **overrides)
     return DeepLabV3(backbone, num_classes=num_classes, aspp_channels=aspp_channels)
 
@@ -159,7 +170,19 @@ def build_deeplabv3_v2(
     **overrides: Any,
 ) -> DeepLabV3:
     """DeepLabv3 on a features-only MobileViT v2, with ml-cvnets' v2 settings: ASPP with 512
-    channels at rates 6 / 12 / 18 for output stride 16 (PASCAL VOC), 12 / 24 / 36 for 8 (ADE20k)."""
+    channels at rates 6 / 12 / 18 for output stride 16 (PASCAL VOC), 12 / 24 / 36 for 8 (ADE20k).
+
+    Args:
+        config: the MobileViT v2 (or v3-on-v2) variant's config.
+        num_classes: segmentation classes, background included (21 for PASCAL VOC).
+        output_stride: the backbone's output stride, 16 or 8.
+        aspp_channels: channels of each ASPP branch and of its projection.
+        rates: the ASPP's dilation rates; ``None`` picks them from ``output_stride`` as above.
+        **overrides: backbone config fields to change, passed to `build_mobilevitv2`.
+
+    Returns:
+        The model, final upsampling with ``align_corners=True`` (as ml-cvnets v0.2 trained it).
+    """
     backbone = build_mobilevitv2(config, features_only=True, output_stride=output_stride, **overrides)
     if rates is None:
         rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)

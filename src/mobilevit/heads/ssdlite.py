@@ -9,11 +9,11 @@ has a head: a 1x1 conv-BN-ReLU projection (where the channel count changes), the
 every anchor, 4 box offsets and ``num_classes`` logits in one tensor (anchor-major channels:
 ``a * (4 + K) + k``, boxes first), as ml-cvnets does. The pooled level uses a plain 1x1 conv.
 
-Everything around the network is torchvision's: :class:`~torchvision.models.detection.ssd.SSD`
+Everything around the network is torchvision's: `SSD`
 (input resizing and normalisation, IoU matching with the best-anchor rule, box coding with
 variances 0.1 / 0.2, Smooth-L1 + cross-entropy with 3:1 hard-negative mining, score threshold,
 per-class top-k, ``batched_nms``, boxes mapped back to the input image), and
-:class:`~torchvision.models.detection.anchor_utils.DefaultBoxGenerator` for the anchors. Those
+`DefaultBoxGenerator` for the anchors. Those
 are the paper's settings; the anchors match ml-cvnets' exactly (tested against its fixtures).
 
 Why not torchvision's ``SSDLiteHead``: it gives classification and regression separate
@@ -81,6 +81,7 @@ class SSDLiteConfig:
         return len(self.proj_channels)
 
     def replace(self, **changes: Any) -> SSDLiteConfig:
+        """A copy with ``changes`` applied; an unknown field name is a `ValueError` listing the known ones."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -173,7 +174,7 @@ class SSDLiteHead(nn.Module):
     """Per-level predictors; returns ``{"bbox_regression": [B, A, 4], "cls_logits": [B, A, K]}``.
 
     Anchors are ordered level by level, then row (y), column (x), anchor, matching
-    :class:`DefaultBoxGenerator` and ml-cvnets.
+    `DefaultBoxGenerator` and ml-cvnets.
     """
 
     def __init__(
@@ -218,8 +219,8 @@ class SSDLite(SSD):
       "labels"}`` per image; images may be a list of ``[3, H, W]`` tensors of any size in [0, 1]
       (RGB), or a batched tensor.
     - ``model(images, targets)`` in train mode: ``{"bbox_regression", "classification"}`` losses.
-    - :meth:`forward_raw`: the raw head outputs on an already resized batch (what export traces);
-      :meth:`anchors` the matching anchors; :meth:`decode` turns raw outputs into detections.
+    - `forward_raw`: the raw head outputs on an already resized batch (what export traces);
+      `anchors` the matching anchors; `decode` turns raw outputs into detections.
     """
 
     classifier_keys: tuple[str, ...] = ()  # set per instance: the predictors' last convs
@@ -281,7 +282,7 @@ class SSDLite(SSD):
         """Raw outputs for a batch already at ``image_size`` and normalised with the model's
         mean / std (identity by default): ``(cls_logits [B, A, K], bbox_regression [B, A, 4])``.
 
-        Index 0 of the logits is the background; boxes are offsets against :meth:`anchors`.
+        Index 0 of the logits is the background; boxes are offsets against `anchors`.
         """
         out = self.head(list(self.backbone(x).values()))
         return out["cls_logits"], out["bbox_regression"]
@@ -307,7 +308,16 @@ class SSDLite(SSD):
         image_size: tuple[int, int] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Raw outputs (e.g. from an exported model) -> per-image detections in ``image_size`` pixels:
-        softmax, score threshold, per-class top-k, NMS, as in ``forward``."""
+        softmax, score threshold, per-class top-k, NMS, as in ``forward``.
+
+        Args:
+            cls_logits: class logits ``[B, A, K]`` as `forward_raw` returns them (index 0: background).
+            bbox_regression: box offsets ``[B, A, 4]`` against `anchors`, as `forward_raw` returns them.
+            image_size: ``(height, width)`` the raw outputs were computed at; default the model's.
+
+        Returns:
+            One ``{"boxes" (xyxy, ``image_size`` pixels), "scores", "labels"}`` dict per image.
+        """
         h, w = image_size or self.ssd_config.image_size
         cxcywh = self.anchors((h, w)).to(bbox_regression.device)
         scale = torch.tensor([w, h, w, h], dtype=cxcywh.dtype, device=cxcywh.device)
@@ -318,13 +328,13 @@ class SSDLite(SSD):
 
 
 class SSDLiteForExport(nn.Module):
-    """The traceable core of an :class:`SSDLite` for export: ``image [B, 3, H, W]`` (RGB in
+    """The traceable core of an `SSDLite` for export: ``image [B, 3, H, W]`` (RGB in
     [0, 1], already at the model's ``image_size``) -> ``(scores [B, A, K], boxes [B, A, 4])``.
 
     Scores are softmax probabilities (index 0: background); boxes are decoded against the
     anchors (baked in as a constant) to normalised (x0, y0, x1, y1). Score threshold and NMS
     are left to the runtime (e.g. onnxruntime's or Core ML's NMS), as in the usual mobile SSD
-    deployments; :meth:`SSDLite.forward` does the same steps in eager PyTorch.
+    deployments; `SSDLite.forward` does the same steps in eager PyTorch.
     """
 
     def __init__(self, model: SSDLite) -> None:
@@ -357,8 +367,16 @@ def build_ssdlite(
 ) -> SSDLite:
     """SSDLite with a MobileViT backbone (output stride 32); ``num_classes`` counts the background.
 
-    ``ssd`` changes :class:`SSDLiteConfig` fields (e.g. ``{"image_size": (256, 256)}``);
     ``create_model(..., backbone_weights=...)`` loads a classifier's weights into the backbone.
+
+    Args:
+        config: the MobileViT (v1 frame) variant's config.
+        num_classes: detection classes, background included (81 for COCO).
+        ssd: `SSDLiteConfig` fields to change (e.g. ``{"image_size": (256, 256)}``); ``None``: defaults.
+        **overrides: backbone config fields to change, passed to `build_mobilevit`.
+
+    Returns:
+        The detector.
     """
     backbone = build_mobilevit(config, features_only=True, **overrides)
     cfg = SSDLiteConfig().replace(**ssd) if ssd else SSDLiteConfig()
@@ -389,7 +407,17 @@ def build_ssdlite_v2(
     config: MobileViTv2Config, num_classes: int = 81, ssd: dict[str, Any] | None = None, **overrides: Any
 ) -> SSDLite:
     """SSDLite on a MobileViT v2 backbone: the same pyramid and heads as v1 (ml-cvnets' v2 COCO
-    config), on L4 / L5 of the v2 widths."""
+    config), on L4 / L5 of the v2 widths.
+
+    Args:
+        config: the MobileViT v2 (or v3-on-v2) variant's config.
+        num_classes: detection classes, background included (81 for COCO).
+        ssd: `SSDLiteConfig` fields to change (e.g. ``{"image_size": (256, 256)}``); ``None``: defaults.
+        **overrides: backbone config fields to change, passed to `build_mobilevitv2`.
+
+    Returns:
+        The detector.
+    """
     backbone = build_mobilevitv2(config, features_only=True, **overrides)
     cfg = SSDLiteConfig().replace(**ssd) if ssd else SSDLiteConfig()
     features = SSDLiteFeatures(backbone, cfg.extra_channels, cfg.pool_channels)

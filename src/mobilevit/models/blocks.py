@@ -12,7 +12,7 @@ the global ones, then the block input added (``fusion_residual``), and a depthwi
 
 The unfold / fold can move memory three ways with the same result (``set_patch_layout``): this
 file writes the reference way; the faster ones, which differ between eager PyTorch, onnxruntime
-and Core ML, are in :mod:`.patch_layouts`.
+and Core ML, are in `patch_layouts`.
 
 A feature map whose side is not a multiple of the patch size is resized bilinearly to the next
 multiple before unfolding and back after folding, as ml-cvnets, timm and transformers do.
@@ -114,7 +114,7 @@ def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> t
     Token ``[b*P + i*pw + j, n_h*nw + n_w]`` is pixel ``(n_h*ph + i, n_w*pw + j)`` of image b, the
     layout of ml-cvnets (section 3.1 of the paper: unfold into P-pixel patches). What is written
     here is the reference way (``layout="nchw"``: every reshape at rank <= 4, as Core ML needs);
-    ``"nhwc"`` (the default) moves the same memory in one copy (:mod:`.patch_layouts`).
+    ``"nhwc"`` (the default) moves the same memory in one copy (`patch_layouts`).
 
     Args:
         x: the map ``[B, C, H, W]``, H and W multiples of the patch.
@@ -138,8 +138,8 @@ def unfold_patches(x: torch.Tensor, ph: int, pw: int, layout: str = "nhwc") -> t
 def fold_patches(
     x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int, layout: str = "nhwc"
 ) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw] (``"nhwc"``: a
-    channels-last view, :mod:`.patch_layouts`).
+    """Inverse of `unfold_patches`: [B*P, N, C] -> [B, C, nh*ph, nw*pw] (``"nhwc"``: a
+    channels-last view, `patch_layouts`).
 
     Args:
         x: the tokens ``[B*P, N, C]``.
@@ -148,7 +148,7 @@ def fold_patches(
         pw: the patch width.
         nh: patches per column.
         nw: patches per row.
-        layout: as :func:`unfold_patches`.
+        layout: as `unfold_patches`.
 
     Returns:
         The map ``[B, C, nh*ph, nw*pw]``.

@@ -1,7 +1,7 @@
 """Frozen dataclasses that declare a MobileViT network (Table 4 / Appendix A of the paper), and
 the v3 paper's block on the same frame (fusion, residual, depthwise local conv).
 
-A model is fully described by a :class:`MobileViTConfig`; the named variants live in
+A model is fully described by a `MobileViTConfig`; the named variants live in
 ``mobilevit.py`` (v1) and ``mobilevitv3.py`` (v3). Every knob the papers' ablations turn (patch
 size per stage, local kernel n, transformer width / depth / heads / FFN ratio, dropout, the
 block's skip connection and fusion) is a field here, so an ablation is a config change rather

@@ -29,7 +29,7 @@ def create_model(
     """Build a registered model, optionally with weights.
 
     Args:
-        name: a name from :func:`list_models`, e.g. ``"mobilevit_s"``, or ``"hf-hub:ORG/REPO"``
+        name: a name from `list_models`, e.g. ``"mobilevit_s"``, or ``"hf-hub:ORG/REPO"``
             (``@REVISION`` optional): the architecture its config names, with its weights (a repo
             in this package's, timm's or transformers' layout; huggingface_hub's cache and
             ``HF_HUB_OFFLINE`` apply).
@@ -40,7 +40,7 @@ def create_model(
             checkpoint (converted on the fly).
         reset_classifier: when ``num_classes`` differs from the checkpoint's, load everything but
             the classifier and re-initialise it. Without it such a mismatch is an error.
-        features_only: return a :class:`~mobilevit.models.features.FeatureMaps` (timm's
+        features_only: return a `FeatureMaps` (timm's
             ``features_only``): ``model(x)`` is a list of maps, one per level in ``out_indices``, at
             strides 2, 4, 8, 16, 32 (with ``output_stride``, the last ones dilated instead), with
             ``model.feature_info.channels()`` / ``.reduction()`` / ``.module_name()``.

@@ -1,7 +1,7 @@
 """Multi-scale feature maps the way timm returns them: ``create_model(name, features_only=True)``.
 
-:class:`FeatureMaps` runs a MobileViT network up to its pre-pool features and returns a list of
-maps, one per selected level, with a :class:`FeatureInfoList` describing them
+`FeatureMaps` runs a MobileViT network up to its pre-pool features and returns a list of
+maps, one per selected level, with a `FeatureInfoList` describing them
 (``channels()``, ``reduction()``, ``module_name()``), as timm's ``features_only`` models do; FPNs
 and the detection / segmentation codebases written against timm (torchvision's
 ``FeaturePyramidNetwork`` / ``BackboneWithFPN``, mmdet, detectron2 wrappers) take it as they take
@@ -26,7 +26,7 @@ from .backbone import BackboneBase, FeatureInfo
 class FeatureInfoList:
     """timm's ``feature_info`` interface over the selected levels: ``channels()``,
     ``reduction()``, ``module_name()`` (all levels, or ``idx`` of them), ``out_indices``, and
-    ``info[i]`` / iteration (each a :class:`~.backbone.FeatureInfo`, readable by timm's keys)."""
+    ``info[i]`` / iteration (each a `FeatureInfo`, readable by timm's keys)."""
 
     def __init__(self, levels: Sequence[FeatureInfo], out_indices: Sequence[int]) -> None:
         self.levels = list(levels)
@@ -108,7 +108,7 @@ class FeatureMaps(nn.Module):
 
 
 def feature_maps(model: nn.Module, out_indices: Sequence[int] | None = None) -> FeatureMaps:
-    """``model`` (a MobileViT classifier of any family) as :class:`FeatureMaps`."""
+    """``model`` (a MobileViT classifier of any family) as `FeatureMaps`."""
     if not isinstance(model, BackboneBase) or model.features_only:
         raise ValueError(f"features_only=True takes a MobileViT classifier, got {type(model).__name__}")
     return FeatureMaps(model, (0, 1, 2, 3, 4) if out_indices is None else out_indices)

@@ -20,7 +20,7 @@ def vit_stage(out: int, dim: int, depth: int, t: float) -> StageSpec:
         t: the MV2 expansion ratio.
 
     Returns:
-        The :class:`~.config.StageSpec`.
+        The `StageSpec`.
     """
     return StageSpec(out, stride=2, expand_ratio=t, transformer_dim=dim, transformer_depth=depth)
 
@@ -63,7 +63,7 @@ CONFIGS: dict[str, MobileViTConfig] = {c.name: c for c in (MOBILEVIT_XXS, MOBILE
 
 
 def build_mobilevit(config: MobileViTConfig, features_only: bool = False, **overrides: Any) -> MobileViT:
-    """A :class:`~.backbone.MobileViT` of ``config`` with ``overrides`` (config fields) applied.
+    """A `MobileViT` of ``config`` with ``overrides`` (config fields) applied.
 
     Args:
         config: the variant's config.

@@ -206,7 +206,7 @@ def unfold_patches_v2(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def fold_patches_v2(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`unfold_patches_v2`: [B, d, P, N] -> [B, d, nh*ph, nw*pw].
+    """Inverse of `unfold_patches_v2`: [B, d, P, N] -> [B, d, nh*ph, nw*pw].
 
     Args:
         x: ``[B, d, P, N]``.
@@ -323,7 +323,7 @@ CONFIGS_V2: dict[str, MobileViTv2Config] = {f"mobilevitv2_{w}": config_for(w) fo
 def build_mobilevitv2(
     config: MobileViTv2Config, features_only: bool = False, **overrides: Any
 ) -> MobileViTv2:
-    """A :class:`MobileViTv2` of ``config`` with ``overrides`` (config fields) applied.
+    """A `MobileViTv2` of ``config`` with ``overrides`` (config fields) applied.
 
     Args:
         config: the variant's config.

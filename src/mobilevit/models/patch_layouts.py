@@ -1,6 +1,6 @@
 """Faster ways to move the MobileViT block's tokens, each giving the reference's outputs.
 
-The reference unfold / fold (:func:`~.blocks.unfold_patches` with ``layout="nchw"``) keeps every
+The reference unfold / fold (`unfold_patches` with ``layout="nchw"``) keeps every
 reshape at rank <= 4, as Core ML needs, and makes two copies each way. The layouts here move the
 same memory with fewer copies; which one is fastest depends on the runtime (docs/measured_defaults.md):
 
@@ -24,7 +24,7 @@ PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
 
 
 def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-    """:func:`~.blocks.unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C].
+    """`unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C].
 
     Args:
         x: the map ``[B, C, H, W]`` (any memory format).
@@ -42,7 +42,7 @@ def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def fold_nhwc(x: torch.Tensor, batch: int, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """:func:`~.blocks.fold_patches` in one copy, into [B, H, W, C] memory: returns its
+    """`fold_patches` in one copy, into [B, H, W, C] memory: returns its
     [B, C, H, W] view (channels-last).
 
     Args:
@@ -82,7 +82,7 @@ def unfold_v2_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
 
 
 def fold_v2_nhwc(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torch.Tensor:
-    """Inverse of :func:`unfold_v2_nhwc`: [B, d, P, N] -> a [B, d, H, W] view of [B, H, W, d] memory.
+    """Inverse of `unfold_v2_nhwc`: [B, d, P, N] -> a [B, d, H, W] view of [B, H, W, d] memory.
 
     Args:
         x: ``[B, d, P, N]``.

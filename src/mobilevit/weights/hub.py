@@ -2,9 +2,9 @@
 
 Repos are fetched with ``huggingface_hub`` (its cache, revisions, ``HF_HUB_OFFLINE`` and tokens
 for private repos), and may hold this package's layout (``config.json`` with ``"library_name":
-"mobilevit"`` and our ``model.safetensors``, what :func:`mobilevit.publish.save_pretrained` writes),
+"mobilevit"`` and our ``model.safetensors``, what `mobilevit.publish.save_pretrained` writes),
 timm's (``config.json`` with ``"architecture"``) or transformers' (``"model_type": "mobilevit"`` or
-``"mobilevitv2"``). :func:`fetch_repo` says which, and which of our architectures it is.
+``"mobilevitv2"``). `fetch_repo` says which, and which of our architectures it is.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class HubRepo:
 
 
 def is_hub_name(name: object) -> bool:
+    """Whether ``name`` is a string starting with ``hf-hub:`` (not checked further: `parse_hub_name`)."""
     return isinstance(name, str) and name.startswith(HF_HUB_PREFIX)
 
 
@@ -67,7 +68,22 @@ def _offline() -> bool:
 
 
 def download(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
-    """The repo's weights and configs in huggingface_hub's cache (fetched unless cached offline)."""
+    """The repo's weights and configs in huggingface_hub's cache (fetched unless cached offline).
+
+    Only the configs, README and weights files are fetched, not the rest of the repo.
+
+    Args:
+        repo_id: ``ORG/REPO``.
+        revision: a branch, tag or commit; ``None``: the default branch.
+        token: a Hub token for private repos; ``None``: huggingface_hub's own (``HF_TOKEN``, login).
+
+    Returns:
+        The snapshot's folder in the cache.
+
+    Raises:
+        HubError: huggingface_hub missing, the repo or revision not found, not cached while
+            ``HF_HUB_OFFLINE`` is set, or any other Hub HTTP error.
+    """
     try:
         import huggingface_hub as hh
         from huggingface_hub import errors as hh_errors
@@ -94,7 +110,21 @@ def download(repo_id: str, revision: str | None = None, token: str | None = None
 
 
 def describe(folder: Path, repo_id: str = "", revision: str | None = None) -> HubRepo:
-    """Which layout a repo folder uses and which of our architectures it holds."""
+    """Which layout a repo folder uses and which of our architectures it holds.
+
+    Args:
+        folder: the repo's files (a downloaded snapshot or any local folder); read from its
+            ``config.json``.
+        repo_id: ``ORG/REPO``, for the result and error messages; empty: a local folder.
+        revision: the revision it was fetched at, recorded in the result.
+
+    Returns:
+        The `HubRepo`: layout ``mobilevit``, ``timm`` or ``transformers``, architecture and class
+        count when the config says them.
+
+    Raises:
+        HubError: no or unreadable ``config.json``, a non-MobileViT model, or a missing weights file.
+    """
     name = f"hf-hub:{repo_id}" if repo_id else str(folder)
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():

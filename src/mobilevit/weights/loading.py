@@ -38,6 +38,18 @@ def load_state_dict_checked(
 
     With ``reset_classifier`` a classifier of another class count (or a checkpoint without one)
     is skipped and the model's freshly initialised classifier is kept.
+
+    Args:
+        model: the module to load into (in place).
+        state_dict: tensors under ``model``'s own keys (already converted to our layout).
+        reset_classifier: skip classifier keys that are missing, unexpected or of another shape.
+        source: what the checkpoint is called in the error message (e.g. its path).
+        classifier_prefixes: the key prefixes that make up the classifier (a model's
+            ``classifier_keys``).
+
+    Raises:
+        CheckpointMismatchError: missing, unexpected or mis-shaped keys (outside the classifier
+            with ``reset_classifier``), all listed.
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -89,6 +101,21 @@ def load_pretrained(
     format) into ``model``.
 
     Sets and returns ``model.pretrained_cfg``: the input convention the loaded model expects.
+
+    Args:
+        model: the module to load into (in place).
+        pretrained: a registered weight tag (see `resolve_weights`), ``hf-hub:ORG/REPO[@REV]``,
+            or a checkpoint file in any layout this package reads.
+        reset_classifier: keep the model's own classifier where the checkpoint's does not fit
+            (another class count), see `load_state_dict_checked`.
+
+    Returns:
+        ``model.pretrained_cfg``: the weight spec's fields (mean, std, ...) plus ``file``,
+        ``source_format`` and ``channel_order``.
+
+    Raises:
+        FileNotFoundError: ``pretrained`` is neither a tag nor an existing path.
+        CheckpointMismatchError: the weights do not fit ``model``.
     """
     if is_hub_name(pretrained):
         repo = fetch_repo(str(pretrained))
@@ -113,7 +140,22 @@ def apply_checkpoint(
     reset_classifier: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint already read (``read_state_dict``) into ``model``, converting a foreign
-    layout first; sets and returns ``model.pretrained_cfg``."""
+    layout first; sets and returns ``model.pretrained_cfg``.
+
+    Args:
+        model: the module to load into (in place); its ``classifier_keys`` (default
+            ``("head.fc.",)``) say which keys ``reset_classifier`` may skip.
+        state_dict: the checkpoint's tensors, in any layout `detect_source` recognises.
+        metadata: the file's metadata (our ``format`` and ``channel_order`` when we wrote it).
+        path: where the checkpoint came from, recorded as ``file`` and named in errors.
+        spec: the registered weight spec it came from, whose fields start the config; ``None``:
+            ``tag`` ``None``, mean 0 and std 1.
+        reset_classifier: keep the model's own classifier where the checkpoint's does not fit.
+
+    Returns:
+        ``model.pretrained_cfg``: the spec's fields plus ``file``, ``source_format`` and
+        ``channel_order`` (RGB after a conversion).
+    """
     source = detect_source(state_dict, metadata)
     order = metadata.get("channel_order", "RGB")
     if source != "mobilevit":

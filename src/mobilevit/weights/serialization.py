@@ -26,7 +26,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
     Returns ``(state_dict, metadata)``; metadata is the safetensors header metadata (empty for
     other formats). Torch pickles are read with ``weights_only=True``: no code is executed.
-    Raises :class:`CheckpointError` naming the path when the file cannot be read as a checkpoint.
+    Raises `CheckpointError` naming the path when the file cannot be read as a checkpoint.
     """
     path = Path(path)
     if path.is_dir():
@@ -108,7 +108,19 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 def save_weights(
     state_dict: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, Any]
 ) -> Path:
-    """Write ``state_dict`` as safetensors; metadata values are JSON-encoded when not strings."""
+    """Write ``state_dict`` as safetensors; metadata values are JSON-encoded when not strings.
+
+    The tensors are detached, made contiguous and moved to the CPU; the file is written next to
+    ``path`` (``.tmp``) and renamed over it, so a failed write leaves no half file.
+
+    Args:
+        state_dict: the tensors to write.
+        path: the file to write; its parent folders are created.
+        metadata: the safetensors header metadata.
+
+    Returns:
+        ``path``, as a `Path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
@@ -199,10 +211,19 @@ def _json_or_str(value: str) -> Any:
 
 
 def write_weights(state_dict: Mapping[str, torch.Tensor], path: str | Path, meta: WeightsMeta) -> Path:
-    """The one writer of weights files: safetensors with :class:`WeightsMeta` in the header."""
+    """The one writer of weights files: safetensors with `WeightsMeta` in the header.
+
+    Args:
+        state_dict: the tensors to write, under our keys.
+        path: the file to write (parents created, replaced atomically; see `save_weights`).
+        meta: what the header records (`WeightsMeta.to_metadata`).
+
+    Returns:
+        ``path``, as a `Path`.
+    """
     return save_weights(state_dict, path, meta.to_metadata())
 
 
 def read_weights_meta(path: str | Path) -> WeightsMeta | None:
-    """The :class:`WeightsMeta` of a weights file (None for foreign checkpoints), tensors unread."""
+    """The `WeightsMeta` of a weights file (None for foreign checkpoints), tensors unread."""
     return WeightsMeta.from_metadata(read_metadata(path), where=str(path))

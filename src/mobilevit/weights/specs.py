@@ -1,6 +1,6 @@
 """Weight specs as data: every released checkpoint this package knows, and the local cache.
 
-Each released checkpoint is described by a :class:`WeightSpec`: where it is published, the
+Each released checkpoint is described by a `WeightSpec`: where it is published, the
 format it is in, and its input convention (channel order, mean/std, resize and crop). The
 convention matters: Apple's and transformers' weights were trained on BGR images scaled to
 [0, 1] with no normalisation (loading one flips the stem's input channels, an exact rewrite, so
@@ -232,10 +232,12 @@ def _hub_file(tag: str, repo: str, filename: str, fallback: Path, download: bool
 
 
 def list_weights(arch: str | None = None) -> list[str]:
+    """The released weight tags, sorted; only those of model ``arch`` when given."""
     return sorted(t for t, s in WEIGHTS.items() if arch is None or s.arch == arch)
 
 
 def cache_dir() -> Path:
+    """Where released weights are cached: ``$MOBILEVIT_HOME``, else ``~/.cache/mobilevit``."""
     return Path(os.environ.get("MOBILEVIT_HOME", Path.home() / ".cache" / "mobilevit"))
 
 
@@ -243,8 +245,8 @@ def resolve_weights(tag: str, download: bool | None = None) -> Path:
     """Local path of a released checkpoint, downloading it if allowed.
 
     Hub-hosted files go through huggingface_hub (its cache, the one timm and transformers users
-    already have; ``HF_HUB_OFFLINE`` applies); the others (Apple's) into :func:`cache_dir`,
-    checked against the spec's sha256 where it records one. A file already in :func:`cache_dir`
+    already have; ``HF_HUB_OFFLINE`` applies); the others (Apple's) into `cache_dir`,
+    checked against the spec's sha256 where it records one. A file already in `cache_dir`
     is used as it is. Downloads are off when ``MOBILEVIT_OFFLINE=1`` (the test suite sets it);
     then a missing file is an error that says where to put it.
     """

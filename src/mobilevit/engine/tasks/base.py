@@ -1,10 +1,10 @@
 """What a task plugs into the training engine: its data, its loss, its metric, its weights metadata.
 
-The trainer (:mod:`mobilevit.engine.trainer`) owns everything the tasks share: samplers and
+The trainer (`mobilevit.engine.trainer`) owns everything the tasks share: samplers and
 loaders, the optimizer, schedule, accumulation, EMA, signals, resume, DDP, progress, metrics
 files and the report. A task owns what differs: which datasets to read (and how to write a
 built-in one), how a batch becomes a loss, how a model is scored, and what its weights file
-records. A new task is one subclass of :class:`Task` in one file, listed in ``tasks.TASKS``.
+records. A new task is one subclass of `Task` in one file, listed in ``tasks.TASKS``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Batching:
 
 
 class KeyedDataset(Dataset):
-    """A dataset indexed by int, served by :class:`SampleKey`: each sample's augmentation draws
+    """A dataset indexed by int, served by `SampleKey`: each sample's augmentation draws
     from its own seed, so an epoch is the same whatever the workers and wherever it resumes."""
 
     def __init__(self, dataset: Dataset) -> None:
@@ -108,7 +108,7 @@ class Task:
         """Locate the data (and write a built-in set); runs on rank 0 first, then on the others."""
 
     def build_datasets(self, train: bool = True, classes: list[str] | None = None) -> tuple[Any, Any]:
-        """``(train_ds or None, val_ds)``, both indexed by :class:`SampleKey`. Sets ``classes``
+        """``(train_ds or None, val_ds)``, both indexed by `SampleKey`. Sets ``classes``
         and ``num_classes`` (from ``classes`` when given: evaluating a weights file)."""
         raise NotImplementedError
 

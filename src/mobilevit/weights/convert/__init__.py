@@ -43,11 +43,20 @@ def detect_source(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] 
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Map a classifier or segmentation state dict from ``source`` to our layout.
+    """Map a classifier, segmentation or detection state dict from ``source`` to our layout.
 
     Returns ``(state_dict, channel_order)``. With ``to_rgb`` (default) weights trained on BGR
     images (ml-cvnets, transformers) get their stem's input channels reversed, an exact
     rewrite after which the model takes RGB like every other model here.
+
+    Args:
+        state_dict: the checkpoint's tensors, in ``source``'s key layout (not modified).
+        source: ``timm``, ``transformers`` or ``cvnets`` (see `detect_source`).
+        to_rgb: reverse the stem's input channels of BGR-trained weights so the model takes RGB.
+
+    Returns:
+        ``(state_dict, channel_order)``: the tensors under our keys, and ``"RGB"`` or ``"BGR"``,
+        the channel order the converted weights expect.
     """
     out, _, order = convert_with_task(state_dict, source, to_rgb)
     return out, order
@@ -56,10 +65,25 @@ def convert_state_dict(
 def convert_with_task(
     state_dict: dict[str, torch.Tensor], source: str, to_rgb: bool = True, trained_on: str | None = None
 ) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Like :func:`convert_state_dict`, also returning the task (classification / segmentation).
+    """Like `convert_state_dict`, also returning the task (classification / segmentation).
 
     ``trained_on`` ("RGB" / "BGR") overrides the channel order the source is believed to have
-    been trained on (for MobileViT v2 the sources disagree: docs/guides/weights.md, "Input convention")."""
+    been trained on (for MobileViT v2 the sources disagree: docs/guides/weights.md, "Input convention").
+
+    Args:
+        state_dict: the checkpoint's tensors, in ``source``'s key layout (not modified).
+        source: ``timm``, ``transformers`` or ``cvnets`` (see `detect_source`).
+        to_rgb: reverse the stem's input channels of BGR-trained weights so the model takes RGB.
+        trained_on: ``"RGB"`` or ``"BGR"`` (any case) to override the source's believed channel
+            order; ``None`` keeps the source module's own.
+
+    Returns:
+        ``(state_dict, task, channel_order)``: the tensors under our keys, ``classification``,
+        ``segmentation`` or ``detection``, and the channel order the converted weights expect.
+
+    Raises:
+        ConversionError: an unknown ``source`` or ``trained_on``, or keys the converter does not know.
+    """
     if source not in _MODULES:
         raise ConversionError(f"unknown source format {source!r}; choose from {', '.join(SOURCES)}")
     module = _MODULES[source]

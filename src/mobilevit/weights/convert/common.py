@@ -26,6 +26,7 @@ class RuleSet:
         object.__setattr__(self, "_compiled", tuple((re.compile(p), r) for p, r in self.rules))
 
     def rename(self, key: str) -> str | None:
+        """``key`` renamed by the first rule whose pattern fully matches it; ``None`` if none does."""
         for pattern, repl in self._compiled:  # type: ignore[attr-defined]
             m = pattern.fullmatch(key)
             if m:
@@ -35,6 +36,18 @@ class RuleSet:
     def apply(
         self, state_dict: dict[str, torch.Tensor], ignore: Iterable[str] = ()
     ) -> dict[str, torch.Tensor]:
+        """Rename every key of ``state_dict`` with `rename`, keeping the tensors (not copied).
+
+        Args:
+            state_dict: the source tensors.
+            ignore: regexes; keys fully matching one are dropped instead of renamed.
+
+        Returns:
+            A new dict under the renamed keys, in the source's order.
+
+        Raises:
+            ConversionError: keys no rule matches (up to 10 listed), or two keys mapping to one.
+        """
         ignored = [re.compile(p) for p in ignore]
         out: dict[str, torch.Tensor] = {}
         unknown = []
@@ -57,7 +70,17 @@ class RuleSet:
 
 
 def shift_stage(m: re.Match[str], template: str, group: str = "layer", offset: int = -1) -> str:
-    """Expand ``template`` with the stage number shifted by ``offset`` (1-based -> 0-based)."""
+    """Expand ``template`` with the stage number shifted by ``offset`` (1-based -> 0-based).
+
+    Args:
+        m: a rule's match; its named groups fill ``template``.
+        template: a `str.format` template naming the match's groups, e.g. ``"stages.{layer}.0"``.
+        group: the group holding the stage number.
+        offset: added to that number (default -1: 1-based source stages to our 0-based ones).
+
+    Returns:
+        The expanded key.
+    """
     groups = dict(m.groupdict())
     groups[group] = str(int(groups[group]) + offset)
     return template.format(**groups)

@@ -142,6 +142,7 @@ def channel_order(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def is_cvnets(state_dict: dict[str, torch.Tensor]) -> bool:
+    """An ml-cvnets checkpoint: its stem key, bare (classifier) or under ``encoder.`` (seg / det)."""
     return "conv_1.block.conv.weight" in state_dict or "encoder.conv_1.block.conv.weight" in state_dict
 
 
@@ -172,6 +173,8 @@ SEG_HEAD_RULES = RuleSet(
 
 
 def task_of(state_dict: dict[str, torch.Tensor]) -> str:
+    """The task of an ml-cvnets state dict: ``segmentation`` (``seg_head.``), ``detection``
+    (``ssd_heads.`` / ``extra_layers.``) or ``classification``."""
     if any(k.startswith("seg_head.") for k in state_dict):
         return "segmentation"
     if any(k.startswith(("ssd_heads.", "extra_layers.")) for k in state_dict):
@@ -330,7 +333,17 @@ def seg_head_out(v2: bool) -> RuleSet:
 
 
 def from_ours(state_dict: dict[str, torch.Tensor], v2: bool, task: str) -> dict[str, torch.Tensor]:
-    """Our classifier or DeepLabv3 state dict -> an ml-cvnets checkpoint's (v2: the v0.2 layout)."""
+    """Our classifier or DeepLabv3 state dict -> an ml-cvnets checkpoint's (v2: the v0.2 layout).
+
+    Args:
+        state_dict: our tensors; a DeepLabv3's backbone keys under ``backbone.``.
+        v2: a MobileViT v2 (the v0.2 layout) rather than v1 (v0.1).
+        task: ``classification``; anything else is taken as segmentation (``aspp.`` /
+            ``classifier.`` go to cvnets' ``seg_head``).
+
+    Returns:
+        The tensors under cvnets' keys (the channel order is not changed).
+    """
     rules = _out_rules(_depths(state_dict), v2)
     if task == "classification":
         return rules.apply(state_dict)

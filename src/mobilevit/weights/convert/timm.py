@@ -75,6 +75,7 @@ def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
 
 
 def is_timm(state_dict: dict[str, torch.Tensor]) -> bool:
+    """A timm (ByobNet) MobileViT checkpoint: ``stem.bn`` and ``conv1_1x1`` MV2 keys."""
     return "stem.bn.weight" in state_dict and any(".conv1_1x1." in k for k in state_dict)
 
 

@@ -173,6 +173,7 @@ def arch_from_config(config: dict[str, Any]) -> str | None:
 
 
 def is_v2(state_dict: dict[str, torch.Tensor]) -> bool:
+    """A MobileViT v2 checkpoint (keys under ``mobilevitv2.``) rather than v1."""
     return any(k.startswith("mobilevitv2.") for k in state_dict)
 
 
@@ -184,6 +185,7 @@ def channel_order(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def is_transformers(state_dict: dict[str, torch.Tensor]) -> bool:
+    """A transformers MobileViT (v1 or v2) checkpoint: a ``conv_stem.convolution.weight`` key."""
     return any(k.endswith("conv_stem.convolution.weight") for k in state_dict)
 
 
@@ -232,6 +234,7 @@ SEG_HEAD_RULES = RuleSet(
 
 
 def task_of(state_dict: dict[str, torch.Tensor]) -> str:
+    """A transformers state dict's task: ``segmentation`` (``segmentation_head.``) or ``classification``."""
     return "segmentation" if any(k.startswith("segmentation_head.") for k in state_dict) else "classification"
 
 
@@ -329,7 +332,7 @@ SEG_HEAD_OUT = RuleSet(
 
 
 def split_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`merge_qkv`: ``attn.qkv`` rows [0:d] / [d:2d] / [2d:3d] -> ``attn.q / k / v``."""
+    """The inverse of `merge_qkv`: ``attn.qkv`` rows [0:d] / [d:2d] / [2d:3d] -> ``attn.q / k / v``."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         m = re.fullmatch(r"(?P<base>.*\.attn)\.qkv\.(?P<t>weight|bias)", key)
@@ -342,7 +345,18 @@ def split_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def from_ours(state_dict: dict[str, torch.Tensor], v2: bool, task: str) -> dict[str, torch.Tensor]:
-    """Our classifier or DeepLabv3 state dict -> ``MobileViT(V2)For{ImageClassification,SemanticSegmentation}``'s."""
+    """Our classifier or DeepLabv3 state dict -> transformers'
+    ``MobileViT(V2)For{ImageClassification,SemanticSegmentation}`` layout.
+
+    Args:
+        state_dict: our tensors; a DeepLabv3's backbone keys under ``backbone.``.
+        v2: a MobileViT v2 (``mobilevitv2.`` keys) rather than v1 (``mobilevit.``, q / k / v split).
+        task: ``classification``; anything else is taken as segmentation (``aspp.`` /
+            ``classifier.`` go to ``segmentation_head.``).
+
+    Returns:
+        The tensors under transformers' keys (the channel order is not changed).
+    """
     model = "mobilevitv2" if v2 else "mobilevit"
     if task == "classification":
         return _out_rules(model, v2).apply(state_dict if v2 else split_qkv(state_dict))
