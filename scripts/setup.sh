@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) and install the package into it.
-# Re-running is cheap: pip runs again only when pyproject.toml changed (or the venv is missing).
+# Re-running is cheap: pip runs again only when pyproject.toml or constraints.txt changed (or the
+# venv is missing). constraints.txt pins every package to the versions this project tests with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,11 +22,11 @@ fi
 
 extras=${MOBILEVIT_EXTRAS:-dev}
 stamp=.venv/.mobilevit-install-stamp
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=$extras"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) extras=$extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import mobilevit' 2>/dev/null; then
   echo "setup: installing mobilevit[$extras] into .venv (torch is large: the first run takes minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch / torchvision are pinned in pyproject.toml; plain pip takes the builds served locally.
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  # pyproject.toml holds ranges; constraints.txt the exact versions (torch 2.14.1, torchvision 0.29.1, ...)
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$extras]"
   echo "$want" > "$stamp"
 fi

@@ -85,3 +85,32 @@ def test_installed_outside_the_checkout(wheel, tmp_path):
         "ablate", "patch-size", "--epochs", "1", "--out-dir", str(work / "nothing"), "--data", "nowhere"
     )
     assert planned.returncode == 2 and "--data 'nowhere' is neither a built-in set" in planned.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_pip_install_in_a_clean_venv(tmp_path):
+    """`pip install .` into a new virtual environment resolves the declared ranges (held to the tested
+    versions by constraints.txt), and the installed package imports and runs `mobilevit models`."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python, program = venv / "bin" / "python", venv / "bin" / "mobilevit"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def run(*args):
+        return subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=300)
+
+    imported = run(str(python), "-c", "import mobilevit, torch; print(mobilevit.__file__, torch.__version__)")
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.startswith(str(venv)), imported.stdout  # the installed copy, not the checkout
+    models = run(str(program), "models", "mobilevit_*")
+    assert models.returncode == 0, models.stderr
+    assert "mobilevit_xxs" in models.stdout and "1,272,024" in models.stdout
