@@ -1,7 +1,7 @@
 """Training configuration: dataclass defaults <- YAML recipe <- ``key=value`` overrides.
 
 The sections shared by every task (model, optim, ema, run) and the built-in tasks' data
-sections; the machinery that merges a recipe and overrides into them (:func:`build_config`).
+sections; the machinery that merges a recipe and overrides into them (`build_config`).
 Which config class a recipe builds is the task table's business (``engine.recipe``). Unknown
 keys and bad values are errors that list what is accepted, raised before any work. The resolved
 config is saved beside every run (``config.yaml``).
@@ -26,28 +26,29 @@ class ConfigError(ValueError):
 class DataConfig:
     dataset: str = "folder"  # folder | digits | shapes
     root: str = ""  # folder root with train/ and val/ (built-in sets: where to write them)
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str = "train"  # sub-folder of root to train on
+    val_split: str = "val"  # sub-folder of root to evaluate on
     img_size: int = 256  # base training resolution and eval crop
     eval_resize: int = 0  # shorter side before the eval centre crop (0: img_size + 32)
     batch_size: int = 128  # per process, at the base resolution
     eval_batch_size: int = 0  # 0: same as batch_size
-    multiscale: bool = True
+    multiscale: bool = True  # the multi-scale variable-batch sampler: one of data.resolutions per batch
+    # sides the multi-scale sampler draws from; batch size scales with the area
     resolutions: list[int] = field(default_factory=lambda: [160, 192, 256, 288, 320])
-    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    hflip: float = 0.5
-    interpolation: str = "bilinear"
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    hflip: float = 0.5  # horizontal flip probability
+    interpolation: str = "bilinear"  # bilinear | bicubic, for training and evaluation resizes
     # the MobileViT v2 recipe's stronger augmentation (all off in the v1 recipe)
     randaugment: bool = False  # torchvision RandAugment, 2 ops at magnitude 9
     random_erase: float = 0.0  # RandomErasing probability
     mixup_alpha: float = 0.0  # MixUp on each batch (0: off)
     cutmix_alpha: float = 0.0  # CutMix on each batch (0: off); with both on, one is picked per batch
-    num_workers: int = 2
+    num_workers: int = 2  # DataLoader worker processes per rank
     max_bad_fraction: float = 0.01  # fail when more than this fraction of files is unreadable
     builtin_size: int = 32  # image side written for the built-in datasets
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
+        """Raise `ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("folder", "digits", "shapes"):
             raise ConfigError(f"data.dataset must be folder, digits or shapes, got {self.dataset!r}")
         if self.dataset == "folder" and not self.root:
@@ -73,14 +74,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mobilevit_s"
+    name: str = "mobilevit_s"  # a registered model (mobilevit models)
     num_classes: int = 0  # 0: the number of class folders
     pretrained: str = ""  # weight tag or checkpoint path to start from
     reset_classifier: bool = True  # fine-tuning: a new class count gets a fresh classifier
     overrides: dict[str, Any] = field(default_factory=dict)  # MobileViTConfig fields
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for an unknown ``model.name`` or a negative class count."""
+        """Raise `ConfigError` for an unknown ``model.name`` or a negative class count."""
         from ..models import list_models
 
         if self.name not in list_models():
@@ -93,19 +94,19 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 300
+    epochs: int = 300  # passes over the training set
     lr: float = 2e-3  # peak learning rate (after warmup), for the effective batch
     min_lr: float = 2e-4  # end of the cosine
-    warmup_start_lr: float = 2e-4
+    warmup_start_lr: float = 2e-4  # learning rate at step 0, rising linearly to lr
     warmup_iters: int = 3000  # optimizer steps
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay, on every parameter
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (beta1, beta2)
     accum_steps: int = 1  # gradient accumulation to reach an effective batch
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # cross-entropy label smoothing (0: off)
     grad_clip: float = 0.0  # max grad norm, 0: off
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``optim.*`` value."""
+        """Raise `ConfigError` naming the first invalid ``optim.*`` value."""
         if self.epochs <= 0:
             raise ConfigError(f"optim.epochs must be positive, got {self.epochs}")
         for name in ("lr", "min_lr", "warmup_start_lr"):
@@ -125,21 +126,22 @@ class OptimConfig:
 
 @dataclass
 class EMAConfig:
+    # keep an exponential moving average of weights and BN buffers, evaluated beside the raw model
     enabled: bool = True
     momentum: float = 5e-4  # ema = (1 - momentum) * ema + momentum * weights, every step (the floor)
     # Warmup that forgets the random start: momentum max(momentum, (1 + step / gamma) ** -power)
     # (timm's ModelEmaV3). Its horizon grows like step ** power, so it suits a run of any length;
     # false: the paper's constant momentum from the first step.
     warmup: bool = True
-    warmup_power: float = 0.75
-    warmup_gamma: float = 1.0
+    warmup_power: float = 0.75  # power of the warmup ramp
+    warmup_gamma: float = 1.0  # step scale of the warmup ramp
     # Before evaluating the EMA model, re-estimate its BatchNorm statistics on this many training
     # batches (on a copy; "precise BN"). 0: off, the paper's setting. Short runs with large steps
     # need it: the average of BN statistics then no longer matches the averaged weights.
     recalibrate_bn: int = 0
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``ema.*`` value."""
+        """Raise `ConfigError` naming the first invalid ``ema.*`` value."""
         if not 0 < self.momentum <= 1:
             raise ConfigError(f"ema.momentum must be in (0, 1], got {self.momentum}")
         if self.warmup_power <= 0 or self.warmup_gamma <= 0:
@@ -153,8 +155,8 @@ class EMAConfig:
 
 @dataclass
 class RunConfig:
-    out_dir: str = "runs/train"
-    seed: int = 0
+    out_dir: str = "runs/train"  # the run folder: weights, resume.pt, metrics, report.md, curves.png
+    seed: int = 0  # seeds torch, Python and NumPy (and each sample's augmentation)
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # autocast to bfloat16
     # channels-last memory: auto = on for CPU runs where oneDNN runs the convolutions and for bf16 on
@@ -171,7 +173,7 @@ class RunConfig:
     auto_resume: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``run.*`` value (normalises ``channels_last``)."""
+        """Raise `ConfigError` naming the first invalid ``run.*`` value (normalises ``channels_last``)."""
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"run.device must be auto, cpu or cuda, got {self.device!r}")
         self.channels_last = str(self.channels_last).lower()
@@ -185,7 +187,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "classification"
+    task: str = "classification"  # classification | segmentation | detection: picks the config class
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -208,22 +210,22 @@ class TrainConfig:
 @dataclass
 class SegDataConfig:
     dataset: str = "voc"  # voc (a PASCAL VOC-layout folder) | shapes (built-in, generated)
-    root: str = ""
-    train_split: str = "train"
-    val_split: str = "val"
-    crop_size: int = 512
+    root: str = ""  # VOC-layout folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)
+    train_split: str = "train"  # ImageSets/Segmentation/<split>.txt to train on
+    val_split: str = "val"  # ImageSets/Segmentation/<split>.txt to evaluate on
+    crop_size: int = 512  # training crop side
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random resize, x crop_size
     eval_size: int = 512  # shorter side at evaluation; predictions are resized back to the mask
-    hflip: float = 0.5
+    hflip: float = 0.5  # horizontal flip probability
     batch_size: int = 16  # per process
-    num_workers: int = 4
+    num_workers: int = 4  # DataLoader worker processes per rank
     on_bad_sample: str = "error"  # error | skip (skip-and-log bad masks / missing files)
-    builtin_size: int = 128
-    builtin_train: int = 160
-    builtin_val: int = 40
+    builtin_size: int = 128  # image side of the built-in shapes set
+    builtin_train: int = 160  # training images of the built-in shapes set
+    builtin_val: int = 40  # validation images of the built-in shapes set
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
+        """Raise `ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("voc", "shapes"):
             raise ConfigError(f"data.dataset must be voc or shapes, got {self.dataset!r}")
         if self.dataset == "voc" and not self.root:
@@ -241,7 +243,7 @@ class SegDataConfig:
 
 @dataclass
 class SegModelConfig(ModelConfig):
-    name: str = "deeplabv3_mobilevit_s"
+    name: str = "deeplabv3_mobilevit_s"  # a registered deeplabv3_* model
     num_classes: int = 21
     backbone_weights: str = ""  # ImageNet classifier weights for the backbone (tag or path)
     reset_classifier: bool = False
@@ -249,7 +251,7 @@ class SegModelConfig(ModelConfig):
 
 @dataclass
 class SegOptimConfig(OptimConfig):
-    epochs: int = 50
+    epochs: int = 50  # passes over the training set
     lr: float = 9e-4
     min_lr: float = 1e-6
     warmup_start_lr: float = 9e-5
@@ -266,7 +268,7 @@ class SegOptimConfig(OptimConfig):
 
 @dataclass
 class SegTrainConfig:
-    task: str = "segmentation"
+    task: str = "segmentation"  # this table's task
     data: SegDataConfig = field(default_factory=SegDataConfig)
     model: SegModelConfig = field(default_factory=SegModelConfig)
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
@@ -280,24 +282,25 @@ class SegTrainConfig:
 @dataclass
 class DetDataConfig:
     dataset: str = "coco"  # coco (instances_*.json + image folders) | shapes (built-in, generated)
-    root: str = ""
+    root: str = ""  # COCO-layout folder: image folders and annotation files below
     train_images: str = "train2017"  # relative to root
-    train_annotations: str = "annotations/instances_train2017.json"
-    val_images: str = "val2017"
+    train_annotations: str = "annotations/instances_train2017.json"  # COCO instances file, relative to root
+    val_images: str = "val2017"  # relative to root
+    # COCO instances file (crowd regions: ignored in training, kept for the mAP)
     val_annotations: str = "annotations/instances_val2017.json"
     image_size: int = 320  # training crops are resized to this square; the model resizes eval images
-    hflip: float = 0.5
+    hflip: float = 0.5  # horizontal flip probability
     photometric: float = 0.5  # probability of the SSD photometric distortion
     iou_crop: bool = True  # SSD's random IoU crop
     batch_size: int = 32  # per process
-    eval_batch_size: int = 16
-    num_workers: int = 4
-    builtin_size: int = 320
-    builtin_train: int = 400
-    builtin_val: int = 100
+    eval_batch_size: int = 16  # images per evaluation batch
+    num_workers: int = 4  # DataLoader worker processes per rank
+    builtin_size: int = 320  # image side of the built-in shapes set
+    builtin_train: int = 400  # training images of the built-in shapes set
+    builtin_val: int = 100  # validation images of the built-in shapes set
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid ``data.*`` value."""
+        """Raise `ConfigError` naming the first invalid ``data.*`` value."""
         if self.dataset not in ("coco", "shapes"):
             raise ConfigError(f"data.dataset must be coco or shapes, got {self.dataset!r}")
         if self.dataset == "coco" and not self.root:
@@ -318,20 +321,20 @@ class DetDataConfig:
 
 @dataclass
 class DetModelConfig(SegModelConfig):
-    name: str = "ssdlite_mobilevit_s"
+    name: str = "ssdlite_mobilevit_s"  # a registered ssdlite_* model
     num_classes: int = 81  # with the background: COCO's 80 + 1
     ssd: dict[str, Any] = field(default_factory=dict)  # SSDLiteConfig fields (image_size: data.image_size)
 
 
 @dataclass
 class DetOptimConfig(SegOptimConfig):
-    epochs: int = 200
-    head_lr_mult: float = 1.0
+    epochs: int = 200  # passes over the training set
+    head_lr_mult: float = 1.0  # learning-rate multiplier of the SSD heads over the backbone
 
 
 @dataclass
 class DetTrainConfig:
-    task: str = "detection"
+    task: str = "detection"  # this table's task
     data: DetDataConfig = field(default_factory=DetDataConfig)
     model: DetModelConfig = field(default_factory=DetModelConfig)
     optim: DetOptimConfig = field(default_factory=DetOptimConfig)
