@@ -26,7 +26,7 @@ def write_doc(name: str, title: str, body: str, command: str) -> Path:
         f"# {title}\n\n"
         f"Machine: {info['cpu']} ({', '.join(info['extensions']) or 'no AVX'}), {info['threads']} torch threads; "
         f"torch {info['torch']}, Python {info['python']}.\n\n"
-        f"Command: `{command}`\n\n{body}\n"
+        f"Command: `{command}`\n\nDate: {time.strftime('%Y-%m-%d')}\n\n{body}\n"
     )
     path = DOCS / name
     path.write_text(text)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import time
 from pathlib import Path
 
 from _common import REPO, copy_curves, epoch_table, print_json_last, train_and_evaluate, write_doc
@@ -69,7 +68,7 @@ def main() -> None:
         f"{cfg.model.name} from scratch on Imagenette ({len(run.trainer.train_ds)} train / {final['count']} val), "
         f"configs/imagenette_{args.model}.yaml: {cfg.optim.epochs} epochs at {cfg.data.img_size} px "
         f"(multi-scale {cfg.data.resolutions}), batch {cfg.data.batch_size}, AdamW {cfg.optim.lr}, EMA with "
-        f"timm's warmup. Date: {time.strftime('%Y-%m-%d')}.\n\n"
+        f"timm's warmup.\n\n"
         f"- final epoch: raw top-1 **{100 * last['val_top1']:.2f}%**, EMA top-1 **{100 * last['val_ema_top1']:.2f}%** "
         f"(EMA - raw: {100 * (last['val_ema_top1'] - last['val_top1']):+.2f} pt)\n"
         f"- best.safetensors ({kept} weights, epoch {run.summary['best_epoch']}): top-1 **{100 * final['top1']:.2f}%**, "

@@ -180,7 +180,7 @@ def main() -> None:
         f"Imagenette-trained classifiers, every val image ({measured[0]['val_images'] if measured else 0}), "
         f"through each file's own runtime; calibration on {args.calib_images} train images; images: "
         f"{measured[0]['preprocessing'] if measured else ''}. Latency: batch 1, ms per image (p50), "
-        f"alternating rounds against the fp32 file of the same runtime. Date: {time.strftime('%Y-%m-%d')}.\n\n"
+        f"alternating rounds against the fp32 file of the same runtime.\n\n"
         + "\n".join(lines)
         + "\n\nTarget: a drop of at most 0.5 pt on every path. The export check keeps a file by the same "
         "rule (`--max-drop`, default 0.5).\n"
