@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import inspect
 import io
+import json
 import logging
 import re
 import tokenize
@@ -69,14 +70,14 @@ def _field_comments(cls: type) -> dict[str, str]:
             m = re.match(r"    (\w+)\s*:", line)
             if not m or m.group(1) not in own:
                 continue
-            text, j = [], i - 1
+            above, j = [], i - 1
             while j >= 0 and lines[j].strip().startswith("#"):
-                text.insert(0, comments[j])
+                above.insert(0, comments[j])
                 j -= 1
-            if i in comments:
-                text.append(comments[i])
+            # the lines above (one paragraph: a group's heading or a long comment), then the field's own
+            text = [t for t in (" ".join(above).rstrip(".;"), comments.get(i, "")) if t]
             if text:
-                out[m.group(1)] = " ".join(text)
+                out[m.group(1)] = "; ".join(text)
     return out
 
 
@@ -141,7 +142,7 @@ def config_page() -> str:
                 if head:
                     parts.append(f"\n### {head}\n")
                 parts.append("| key | type | default | meaning |\n|---|---|---|---|")
-            default = "`" + repr(k.default).replace("|", "\\|") + "`" if k.default != "" else '`""`'
+            default = "`" + json.dumps(k.default).replace("|", "\\|") + "`"  # as written in YAML
             parts.append(f"| `{k.key}` | {_md(k.type)} | {default} | {_md(k.comment)} |")
         parts.append("")
     return GENERATED_NOTE + "\n".join(parts) + "\n"

@@ -107,7 +107,7 @@ def test_config_reference_page_shows_defaults_and_comments():
     for task in TASKS:
         assert f"## `task: {task}`" in page
     assert "| `optim.lr` | float | `0.002` | peak learning rate" in page
-    assert "| `run.out_dir` | str | `'runs/detection'` |" in page  # a task's own default, not the class's
+    assert '| `run.out_dir` | str | `"runs/detection"` |' in page  # a task's own default, not the class's
 
 
 def test_cli_reference_has_every_command():
