@@ -32,8 +32,8 @@ def export_core(model: nn.Module, patch_layout: str = "pixels") -> tuple[nn.Modu
     Classifiers and segmenters map ``image -> output``; an SSDLite detector its core
     ``image -> (scores, boxes)`` (`SSDLiteForExport`).
     ``patch_layout``: how the MobileViT blocks unfold / fold in the graph (``"pixels"``: inside
-    the attention's own transposes, the fastest in onnxruntime; ``"nchw"``: rank <= 4, for Core
-    ML); see `set_patch_layout`.
+    the attention's own transposes, the fastest in onnxruntime; ``"nhwc"``: the XNNPACK graphs';
+    ``"nchw"``: rank <= 4, for Core ML), set on the copy by `set_patch_layout`.
     """
     from ..heads.ssdlite import SSDLite, SSDLiteForExport
     from ..models.blocks import set_patch_layout
@@ -54,6 +54,7 @@ def export_onnx(
     opset: int = 17,
     atol: float = 1e-4,
     batch: int = 1,
+    patch_layout: str = "pixels",
 ) -> ExportReport:
     """Export ``model`` (BN folded) to ONNX and check it in onnxruntime.
 
@@ -73,6 +74,8 @@ def export_onnx(
         opset: the ONNX opset, 14..21.
         atol: the largest accepted difference against eager PyTorch.
         batch: the fixed batch without ``dynamic_batch``.
+        patch_layout: how the MobileViT blocks move their tokens in the graph (`set_patch_layout`):
+            ``"pixels"``, the fastest in onnxruntime (docs/patch_layouts.md), ``"nhwc"`` or ``"nchw"``.
 
     Returns:
         The `ExportReport` with the parity ``checks``.
@@ -95,7 +98,7 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fast, reference, output_names = export_core(model)
+    fast, reference, output_names = export_core(model, patch_layout)
     x = torch.rand(2 if dynamic_batch else batch, 3, *img_size)
     dynamic_axes = {n: {0: "batch"} for n in ["image", *output_names]} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():

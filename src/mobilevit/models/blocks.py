@@ -10,9 +10,11 @@ MobileViT v3 (Wadekar & Chaurasia 2022, Section 3, Figure 1) changes the end of 
 the global ones, then the block input added (``fusion_residual``), and a depthwise local conv
 (``local_depthwise``).
 
-The unfold / fold can move memory three ways with the same result (``set_patch_layout``): this
-file writes the reference way; the faster ones, which differ between eager PyTorch, onnxruntime
-and Core ML, are in `patch_layouts`.
+The unfold / fold can move memory three ways with the same result: the block calls its
+``patches`` module (a `PatchLayout`: `PatchesNHWC` by default, `PixelOrder` in the ONNX graph,
+the reference `PatchesNCHW` for Core ML), which `set_patch_layout` swaps. This file writes the
+reference way; the faster ones, which differ between eager PyTorch, onnxruntime and Core ML, are
+in `patch_layouts`.
 
 A feature map whose side is not a multiple of the patch size is resized bilinearly to the next
 multiple before unfolding and back after folding, as ml-cvnets, timm and transformers do.
@@ -29,6 +31,7 @@ from torch import nn
 from .layers import ConvNormAct
 from .patch_layouts import (  # noqa: F401  (set_patch_layout: re-exported)
     PATCH_LAYOUTS,
+    PatchLayout,
     fold_nhwc,
     pixel_order_attention,
     set_patch_layout,
@@ -162,6 +165,46 @@ def fold_patches(
     return x.transpose(1, 2).reshape(batch, c, nh * ph, nw * pw)
 
 
+class PatchesV1(PatchLayout):
+    """The v1 / v3 block's layouts (`PatchLayout`): tokens ``[B*P, N, d]``, or pixel order."""
+
+    def with_layout(self, layout: str) -> PatchLayout:
+        """The v1 module for ``layout``: `PatchesNCHW`, `PatchesNHWC` or `PixelOrder`."""
+        return {"nchw": PatchesNCHW, "nhwc": PatchesNHWC, "pixels": PixelOrder}[layout]()
+
+
+class PatchesNCHW(PatchesV1):
+    """The reference unfold / fold (every reshape at rank <= 4, as Core ML needs)."""
+
+    layout = "nchw"
+
+    def forward(self, y: torch.Tensor, layers: nn.Module, norm: nn.Module, ph: int, pw: int) -> torch.Tensor:
+        b, _, h, w = y.shape
+        tokens = norm(layers(unfold_patches(y, ph, pw, "nchw")))  # [B*P, N, d]
+        return fold_patches(tokens, b, ph, pw, h // ph, w // pw, "nchw")  # [B, d, H, W]
+
+
+class PatchesNHWC(PatchesV1):
+    """Unfold / fold in one copy each way through the [B, H, W, d] view (the eager default)."""
+
+    layout = "nhwc"
+
+    def forward(self, y: torch.Tensor, layers: nn.Module, norm: nn.Module, ph: int, pw: int) -> torch.Tensor:
+        b, _, h, w = y.shape
+        tokens = norm(layers(unfold_nhwc(y, ph, pw)))  # [B*P, N, d]
+        return fold_nhwc(tokens, b, ph, pw, h // ph, w // pw)  # [B, d, H, W], channels-last view
+
+
+class PixelOrder(PatchesV1):
+    """No unfold or fold: tokens stay in pixel order and attention gathers each patch position's
+    pixels (the ONNX graph's layout)."""
+
+    layout = "pixels"
+
+    def forward(self, y: torch.Tensor, layers: nn.Module, norm: nn.Module, ph: int, pw: int) -> torch.Tensor:
+        return transform_in_pixel_order(y, layers, norm, ph, pw)  # [B, d, H, W]
+
+
 class MobileViTBlock(nn.Module):
     """Local conv -> unfold -> transformers across patches -> fold -> projection -> fusion."""
 
@@ -208,26 +251,19 @@ class MobileViTBlock(nn.Module):
         skip_channels = channels if fusion == "v1" else transformer_dim
         fusion_in = skip_channels + channels if skip_connection else channels
         self.conv_fusion = ConvNormAct(fusion_in, channels, kernel_size if fusion == "v1" else 1)
-        # how unfold / fold move memory (set_patch_layout): "nhwc" by default (eager), "pixels" in
-        # the ONNX graph, "nchw" (the reference, rank <= 4) for Core ML. Not a weight, not part of
-        # the config: the outputs are the same.
-        self.patch_layout = "nhwc"
+        # how unfold / fold move memory (set_patch_layout swaps it): stateless, the outputs are the same
+        self.patches: PatchLayout = PatchesNHWC()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = self.conv_in(self.conv_local(x))  # [B, d, H, W]
         y = local
-        b, _, h, w = y.shape
+        h, w = y.shape[-2:]
         ph, pw = self.patch_size
         new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
         resized = (new_h, new_w) != (h, w)
         if resized:
             y = F.interpolate(y, size=(new_h, new_w), mode="bilinear", align_corners=False)
-        if self.patch_layout == "pixels":  # the same attention without unfold / fold copies
-            y = transform_in_pixel_order(y, self.transformer, self.norm, ph, pw)  # [B, d, H, W]
-        else:
-            tokens = unfold_patches(y, ph, pw, self.patch_layout)  # [B*P, N, d]
-            tokens = self.norm(self.transformer(tokens))
-            y = fold_patches(tokens, b, ph, pw, new_h // ph, new_w // pw, self.patch_layout)  # [B, d, H, W]
+        y = self.patches(y, self.transformer, self.norm, ph, pw)  # across patches: [B, d, H, W]
         if resized:
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
         y = self.conv_proj(y)  # [B, C, H, W]

@@ -31,7 +31,7 @@ from torch import nn
 
 from .backbone import BackboneBase, ClassifierHead, FeatureInfo
 from .layers import ConvNormAct, InvertedResidual, make_divisible
-from .patch_layouts import fold_v2_nhwc, unfold_v2_nhwc
+from .patch_layouts import PatchLayout, fold_v2_nhwc, unfold_v2_nhwc
 from .registry import register_builder
 
 WIDTHS = {"050": 0.5, "075": 0.75, "100": 1.0, "125": 1.25, "150": 1.5, "175": 1.75, "200": 2.0}
@@ -223,6 +223,37 @@ def fold_patches_v2(x: torch.Tensor, ph: int, pw: int, nh: int, nw: int) -> torc
     return x.reshape(b, d, nh * ph, nw * pw)
 
 
+class PatchesV2(PatchLayout):
+    """The v2 block's layouts (`PatchLayout`): tokens ``[B, d, P, N]``. v2 has no pixel-order form,
+    so ``"pixels"`` (the ONNX graph's choice for v1) gives the reference."""
+
+    def with_layout(self, layout: str) -> PatchLayout:
+        """The v2 module for ``layout``: `PatchesV2NHWC` for ``"nhwc"``, else `PatchesV2NCHW`."""
+        return PatchesV2NHWC() if layout == "nhwc" else PatchesV2NCHW()
+
+
+class PatchesV2NCHW(PatchesV2):
+    """The reference unfold / fold, one reshape + permute each way (the v2 default)."""
+
+    layout = "nchw"
+
+    def forward(self, y: torch.Tensor, layers: nn.Module, norm: nn.Module, ph: int, pw: int) -> torch.Tensor:
+        h, w = y.shape[-2:]
+        tokens = norm(layers(unfold_patches_v2(y, ph, pw)))  # [B, d, P, N]
+        return fold_patches_v2(tokens, ph, pw, h // ph, w // pw)  # [B, d, H, W]
+
+
+class PatchesV2NHWC(PatchesV2):
+    """Unfold / fold in one copy each way through the [B, H, W, d] view (the XNNPACK graphs')."""
+
+    layout = "nhwc"
+
+    def forward(self, y: torch.Tensor, layers: nn.Module, norm: nn.Module, ph: int, pw: int) -> torch.Tensor:
+        h, w = y.shape[-2:]
+        tokens = norm(layers(unfold_v2_nhwc(y, ph, pw)))  # [B, d, P, N], a view of [B, P, N, d]
+        return fold_v2_nhwc(tokens, ph, pw, h // ph, w // pw)  # [B, d, H, W], channels-last view
+
+
 class MobileViTv2Block(nn.Module):
     """Resize to the patch grid -> local dw 3x3 + 1x1 -> unfold -> separable attention layers ->
     norm -> fold -> 1x1 projection (BN, no activation); v3: the projection over [global, local],
@@ -247,22 +278,17 @@ class MobileViTv2Block(nn.Module):
         self.norm = attn_norm(c.norm, dim, c.norm_eps)
         self.v3 = c.fusion == "v3"
         self.conv_proj = ConvNormAct(2 * dim if self.v3 else dim, channels, 1, act=None)
-        # how unfold / fold move memory (set_patch_layout): the reference reshape + permute, or
-        # "nhwc" (one copy through the [B, H, W, d] view; the XNNPACK graphs use it)
-        self.patch_layout = "nchw"
+        # how unfold / fold move memory (set_patch_layout swaps it): stateless, the outputs are the same
+        self.patches: PatchLayout = PatchesV2NCHW()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.patch_size
-        nhwc = self.patch_layout == "nhwc"
         h, w = x.shape[-2:]
         new_h, new_w = math.ceil(h / ph) * ph, math.ceil(w / pw) * pw
         if (new_h, new_w) != (h, w):  # as the trained code does: up to the grid, and kept there
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)
         local = self.conv_1x1(self.conv_kxk(x))  # [B, d, H, W]
-        tokens = (unfold_v2_nhwc if nhwc else unfold_patches_v2)(local, ph, pw)  # [B, d, P, N]
-        tokens = self.norm(self.transformer(tokens))
-        fold = fold_v2_nhwc if nhwc else fold_patches_v2
-        y = fold(tokens, ph, pw, new_h // ph, new_w // pw)  # [B, d, H, W]
+        y = self.patches(local, self.transformer, self.norm, ph, pw)  # across patches: [B, d, H, W]
         if not self.v3:
             return self.conv_proj(y)
         return self.conv_proj(torch.cat((y, local), dim=1)) + x  # [B, 2d, H, W] -> [B, C, H, W]

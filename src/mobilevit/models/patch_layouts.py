@@ -23,6 +23,49 @@ from torch import nn
 PATCH_LAYOUTS = ("pixels", "nhwc", "nchw")
 
 
+class PatchLayout(nn.Module):
+    """How a MobileViT block takes its map through its transformer layers across patches:
+    ``[B, d, H, W]`` in, ``[B, d, H, W]`` out (H and W multiples of the patch).
+
+    A block holds one as ``block.patches`` and its forward calls it; the layouts differ only in how
+    they move memory, never in outputs or gradients. Stateless (no parameters, no buffers, nothing
+    in the state dict), so `set_patch_layout` swaps one for another on a model, or on an export's
+    copy, the way the XNNPACK graph swaps modules. Each block family has its own subclasses, and
+    `with_layout` names the family's module for a layout.
+    """
+
+    layout: str = ""
+
+    def forward(
+        self,
+        y: torch.Tensor,
+        layers: nn.Module,
+        norm: Callable[[torch.Tensor], torch.Tensor],
+        ph: int,
+        pw: int,
+    ) -> torch.Tensor:
+        """Run ``layers`` then ``norm`` across the patches of ``y``.
+
+        Args:
+            y: the map ``[B, d, H, W]``.
+            layers: the block's transformer layers.
+            norm: the block's final norm.
+            ph: the patch height.
+            pw: the patch width.
+
+        Returns:
+            ``[B, d, H, W]``.
+        """
+        raise NotImplementedError
+
+    def with_layout(self, layout: str) -> PatchLayout:
+        """This block family's module for ``layout`` (one of `PATCH_LAYOUTS`)."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return repr(self.layout)
+
+
 def unfold_nhwc(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """`unfold_patches` in one copy: [B, C, H, W] -> [B*P, N, C].
 
@@ -152,11 +195,22 @@ def transform_in_pixel_order(
 
 
 def set_patch_layout(model: nn.Module, layout: str) -> int:
-    """Set how every MobileViT block of ``model`` unfolds / folds (``"nhwc"``, ``"pixels"`` or the
-    reference ``"nchw"``); the outputs do not change. Returns the number of blocks set."""
+    """Swap every MobileViT block's `PatchLayout` in ``model`` for the one of ``layout``
+    (``"nhwc"``, ``"pixels"`` or the reference ``"nchw"``); the outputs do not change.
+
+    Args:
+        model: any model holding MobileViT blocks (changed in place).
+        layout: one of `PATCH_LAYOUTS`.
+
+    Returns:
+        The number of blocks set.
+    """
     if layout not in PATCH_LAYOUTS:
         raise ValueError(f"patch layout must be one of {', '.join(PATCH_LAYOUTS)}, not {layout!r}")
-    blocks = [m for m in model.modules() if hasattr(m, "patch_layout")]
-    for block in blocks:
-        block.patch_layout = layout
-    return len(blocks)
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, PatchLayout):
+                setattr(module, name, child.with_layout(layout))
+                count += 1
+    return count
