@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,17 @@ class SampleKey:
     height: int
     width: int
     seed: int
+
+
+@contextmanager
+def sample_rng(seed: int) -> Iterator[None]:
+    """Torch's CPU random stream seeded with ``seed`` inside the block, restored after it: what a
+    sample's augmentation draws from. The same stream as ``torch.manual_seed(seed)`` gives on the
+    CPU, without its per-call cost of queueing the seed for every CUDA device (about 0.25 ms in a
+    CUDA build, per sample)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def batch_size_for(

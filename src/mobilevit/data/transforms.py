@@ -9,14 +9,14 @@ images an uninterrupted one would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from .sampler import SampleKey
+from .sampler import SampleKey, sample_rng
 
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
@@ -31,14 +31,23 @@ class TrainTransform:
     randaugment: bool = False  # torchvision's RandAugment (2 ops, magnitude 9), after the crop and flip
     random_erase: float = 0.0  # probability of torchvision's RandomErasing, on the float image
 
+    # the composed transform of each crop size, built once (building draws nothing at random)
+    _ops: dict[tuple[int, int], T.Compose] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def __call__(self, image: Image.Image, key: SampleKey) -> torch.Tensor:
+        size = (key.height, key.width)
+        if size not in self._ops:
+            self._ops[size] = self._compose(size)
+        with sample_rng(key.seed):
+            return self._ops[size](image)
+
+    def _compose(self, size: tuple[int, int]) -> T.Compose:
         ops = [
             T.ToImage(),
             T.RandomResizedCrop(
-                (key.height, key.width),
-                scale=self.scale,
-                interpolation=_INTERP[self.interpolation],
-                antialias=True,
+                size, scale=self.scale, interpolation=_INTERP[self.interpolation], antialias=True
             ),
         ]
         if self.hflip > 0:
@@ -48,9 +57,7 @@ class TrainTransform:
         ops.append(T.ToDtype(torch.float32, scale=True))
         if self.random_erase > 0:
             ops.append(T.RandomErasing(self.random_erase))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key.seed)
-            return T.Compose(ops)(image)
+        return T.Compose(ops)
 
 
 @dataclass
@@ -61,17 +68,20 @@ class EvalTransform:
     resize: int | None = None
     interpolation: str = "bilinear"
 
-    def __call__(self, image: Image.Image, key: SampleKey | None = None) -> torch.Tensor:
-        resize = self.resize or self.crop + 32
-        ops = T.Compose(
+    def __post_init__(self) -> None:
+        self._ops = T.Compose(
             [
                 T.ToImage(),
-                T.Resize(resize, interpolation=_INTERP[self.interpolation], antialias=True),
+                T.Resize(
+                    self.resize or self.crop + 32, interpolation=_INTERP[self.interpolation], antialias=True
+                ),
                 T.CenterCrop(self.crop),
                 T.ToDtype(torch.float32, scale=True),
             ]
         )
-        return ops(image)
+
+    def __call__(self, image: Image.Image, key: SampleKey | None = None) -> torch.Tensor:
+        return self._ops(image)
 
 
 class BatchMix:

@@ -144,6 +144,7 @@ def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: 
         num_workers=workers,
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,  # not forked again every epoch
     )
 
 

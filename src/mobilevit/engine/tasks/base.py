@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...data.folders import BadSample
-from ...data.sampler import SampleKey
+from ...data.sampler import SampleKey, sample_rng
 from ..config import AnyTrainConfig
 from ..dist import DistInfo
 
@@ -79,8 +79,7 @@ class KeyedDataset(Dataset):
     def __getitem__(self, key: SampleKey | int) -> Any:
         if isinstance(key, int):
             return self.dataset[key]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key.seed)
+        with sample_rng(key.seed):
             return self.dataset[key.index]
 
     def __getattr__(self, name: str) -> Any:  # classes, cat_ids, stats, ... of the wrapped set
