@@ -233,7 +233,8 @@ class PatchesV2(PatchLayout):
 
 
 class PatchesV2NCHW(PatchesV2):
-    """The reference unfold / fold, one reshape + permute each way (the v2 default)."""
+    """The reference unfold / fold, one reshape + permute each way (the ONNX graph's: the fastest in
+    onnxruntime, docs/patch_layouts.md)."""
 
     layout = "nchw"
 
@@ -244,7 +245,8 @@ class PatchesV2NCHW(PatchesV2):
 
 
 class PatchesV2NHWC(PatchesV2):
-    """Unfold / fold in one copy each way through the [B, H, W, d] view (the XNNPACK graphs')."""
+    """Unfold / fold in one copy each way through the [B, H, W, d] view (the eager default and the
+    XNNPACK graphs': the fastest in eager PyTorch, docs/patch_layouts.md)."""
 
     layout = "nhwc"
 
@@ -279,7 +281,7 @@ class MobileViTv2Block(nn.Module):
         self.v3 = c.fusion == "v3"
         self.conv_proj = ConvNormAct(2 * dim if self.v3 else dim, channels, 1, act=None)
         # how unfold / fold move memory (set_patch_layout swaps it): stateless, the outputs are the same
-        self.patches: PatchLayout = PatchesV2NCHW()
+        self.patches: PatchLayout = PatchesV2NHWC()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.patch_size
