@@ -299,6 +299,13 @@ def subset(root: Path, out: Path, n: int) -> Path:
     return out
 
 
+def largest_fall(curve: list[list[float]], column: int) -> float:
+    """The largest drop of a curve's ``column`` (1: raw top-1, 2: EMA top-1) from one epoch to the next
+    (0 when it never falls): a run that trains stably keeps it near 0."""
+    values = [row[column] for row in curve]
+    return max([0.0] + [a - b for a, b in zip(values, values[1:], strict=False)])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="Imagenette with train/ and val/")
@@ -345,12 +352,14 @@ def main() -> None:
 
     groups = {f"{o}:{m}": group(results, o, m) for o, m in jobs}
     lines = [
-        "| owner | model | params | seed | top-1 raw | top-1 EMA | best (raw or EMA) | train images/s | epochs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| owner | model | params | seed | top-1 raw | top-1 EMA | best (raw or EMA) | train images/s | epochs "
+        "| largest fall of val top-1 between epochs, raw / EMA |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {x['owner']} | {x['model']} | {x['params'] / 1e6:.2f}M | {x['seed']} | {100 * x['top1']:.2f}% | "
-        f"{100 * x['top1_ema']:.2f}% | {100 * x['best_top1']:.2f}% | {x['images_per_s']:.1f} | {x['epochs']} |"
+        f"{100 * x['top1_ema']:.2f}% | {100 * x['best_top1']:.2f}% | {x['images_per_s']:.1f} | {x['epochs']} | "
+        f"{100 * largest_fall(x['curve'], 1):.1f} / {100 * largest_fall(x['curve'], 2):.1f} pt |"
         for x in results
     ]
     summary = [
@@ -402,9 +411,8 @@ def main() -> None:
         f"docstring).\n\n"
         + (verdict + "\n\n" if verdict else "")
         + "\n".join(summary)
-        + "\n\nEvery run:\n\n"
-        + "\n".join(lines)
-        + "\n\n![curves](imagenette_curves.png)\n"
+        + "\n\nEvery run (a large fall of val top-1 from one epoch to the next marks an unstable run; the "
+        "curves below show where):\n\n" + "\n".join(lines) + "\n\n![curves](imagenette_curves.png)\n"
     )
     write_doc("imagenette.md", "Imagenette: ours against timm, and v1 / v2 / v3", body, cmd)
     print_json_last({k: (round(v, 4) if isinstance(v, float) else v) for k, v in _flat(figures).items()})
