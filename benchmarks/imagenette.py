@@ -318,6 +318,12 @@ def main() -> None:
         "--family-seeds", type=int, nargs="+", default=[0], help="seeds of the v2-0.5 and v3-XXS runs"
     )
     p.add_argument("--no-family", action="store_true", help="skip the v1 / v2 / v3 comparison")
+    p.add_argument(
+        "--family",
+        nargs="+",
+        default=[m for _, m in FAMILY],
+        help="the models of the v1 / v2 / v3 comparison trained beside ours' v1-XXS",
+    )
     p.add_argument("--no-timm", action="store_true", help="skip timm's runs")
     p.add_argument(
         "--subset",
@@ -338,7 +344,12 @@ def main() -> None:
         root = subset(root, Path(args.out) / f"subset{args.subset}", args.subset)
     r = Recipe(epochs=args.epochs, img_size=args.img_size, batch=args.batch)
     paired = [(o, m) for o, m in PAIRED if not (args.no_timm and o == "timm")]
-    family = [] if args.no_family else FAMILY
+    unknown = sorted(set(args.family) - {m for _, m in FAMILY})
+    if unknown:
+        raise SystemExit(
+            f"imagenette.py: --family takes {', '.join(m for _, m in FAMILY)}; not {', '.join(unknown)}"
+        )
+    family = [] if args.no_family else [(o, m) for o, m in FAMILY if m in args.family]
     jobs = paired + family
     base = (
         Path(args.out)
@@ -402,6 +413,7 @@ def main() -> None:
         f"python benchmarks/imagenette.py --epochs {r.epochs} --img-size {r.img_size} --batch {r.batch} "
         f"--seeds {' '.join(map(str, args.seeds))} --family-seeds {' '.join(map(str, args.family_seeds))}"
         + (" --no-family" if args.no_family else "")
+        + (f" --family {' '.join(args.family)}" if set(args.family) != {m for _, m in FAMILY} else "")
         + (" --no-timm" if args.no_timm else "")
         + (f" --subset {args.subset}" if args.subset else "")
     )
