@@ -122,7 +122,7 @@ def test_ema_warmup_is_timms_and_forgets_the_start():
 
     model = torch.nn.Linear(2, 1, bias=False)
     ours = ModelEMA(model, momentum=5e-4, warmup=True)
-    theirs = ModelEmaV3(model, decay=1 - 5e-4, use_warmup=True, warmup_power=0.75)
+    theirs = ModelEmaV3(model, decay=1 - 5e-4, use_warmup=True)  # timm's default power, 2/3
     for done in (0, 1, 10, 100, 1000, 30_000):  # updates done; timm's loop passes the 1-based count
         ours.updates = done
         assert ours.current_momentum() == pytest.approx(1 - theirs.get_decay(done + 1), rel=1e-9), done
@@ -172,6 +172,24 @@ def test_best_keeps_the_better_of_raw_and_ema_in_a_run_the_ema_cannot_follow(tmp
     expected = "raw" if chosen["val_top1"] > chosen["val_ema_top1"] else "ema"
     assert best_meta["weights"] == expected == summary["best_weights"]
     assert f"{expected} weights" in (out / "report.md").read_text()
+
+
+def test_ema_model_recalibrates_a_copy_and_leaves_the_average(tmp_path, shapes_root):
+    """``Trainer.ema_model(n)``: the averaged model as is for n = 0, else a copy whose BatchNorm
+    statistics come from n training batches (the EMA itself untouched); None without EMA."""
+    trainer = Trainer(tiny_cfg(tmp_path, shapes_root, "optim.epochs=1", "ema.recalibrate_bn=0"))
+    trainer.fit()
+    averaged = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+    assert trainer.ema_model() is trainer.ema.module
+    copy = trainer.ema_model(2)
+    assert copy is not trainer.ema.module and not copy.training
+    stats = [k for k in averaged if k.endswith("running_mean")]
+    assert stats and any(not torch.equal(copy.state_dict()[k], averaged[k]) for k in stats)
+    weights = [k for k in averaged if k.endswith("weight")]
+    assert all(torch.equal(copy.state_dict()[k], averaged[k]) for k in weights)
+    assert all(torch.equal(trainer.ema.module.state_dict()[k], v) for k, v in averaged.items())
+    no_ema = Trainer(tiny_cfg(tmp_path / "b", shapes_root, "optim.epochs=1", "ema.enabled=false"))
+    assert no_ema.ema_model(2) is None
 
 
 def test_warmup_cosine_schedule_of_the_paper():

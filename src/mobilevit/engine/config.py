@@ -133,7 +133,7 @@ class EMAConfig:
     # (timm's ModelEmaV3). Its horizon grows like step ** power, so it suits a run of any length;
     # false: the paper's constant momentum from the first step.
     warmup: bool = True
-    warmup_power: float = 0.75  # power of the warmup ramp
+    warmup_power: float = 2 / 3  # power of the warmup ramp (timm's default; vs 3/4: docs/ema_horizon.md)
     warmup_gamma: float = 1.0  # step scale of the warmup ramp
     # Before evaluating the EMA model, re-estimate its BatchNorm statistics on this many training
     # batches (on a copy; "precise BN"). 0: off, the paper's setting. Short runs with large steps

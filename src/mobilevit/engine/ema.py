@@ -3,11 +3,11 @@
 The paper reports the EMA model (Section 4.1): ``ema = (1 - m) * ema + m * w`` with m = 5e-4,
 for a run of 375k steps. A short run needs a warmup that forgets the random start: with
 ``warmup`` the momentum at update ``n`` is ``max(m, (1 + n / gamma) ** -power)`` (timm's
-``ModelEmaV3`` warmup, ``decay = 1 - (1 + n / gamma) ** -power``). Its averaging horizon grows
-like ``n ** power``, a shrinking fraction of the run, so the weights of the first steps carry a
-weight of about ``exp(-4 (n ** 0.25 - 1))`` at ``power = 3/4`` (1e-8 after 1,000 steps), whatever
-the run's length; ``m`` only takes over once ``n > m ** (-1 / power)`` (25k steps for the
-paper's 5e-4). The plain ``1 / (n + 1)`` ramp, by contrast, is the mean of *every* weight since
+``ModelEmaV3`` warmup, ``decay = 1 - (1 + n / gamma) ** -power``, with timm's default power 2/3).
+Its averaging horizon grows like ``n ** power``, a shrinking fraction of the run, so the weights
+of the first steps carry a weight of about ``exp(-3 (n ** (1/3) - 1))`` (2e-12 after 1,000 steps),
+whatever the run's length; ``m`` only takes over once ``n > m ** (-1 / power)`` (89k steps for
+the paper's 5e-4). The plain ``1 / (n + 1)`` ramp, by contrast, is the mean of *every* weight since
 the start until ``n = 1 / m``, random initialisation included.
 """
 
@@ -32,7 +32,7 @@ class ModelEMA:
         model: nn.Module,
         momentum: float = 5e-4,
         warmup: bool = False,
-        warmup_power: float = 0.75,
+        warmup_power: float = 2 / 3,
         warmup_gamma: float = 1.0,
     ) -> None:
         self.module = copy.deepcopy(model).eval()

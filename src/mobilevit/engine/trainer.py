@@ -598,7 +598,7 @@ class Trainer:
         row.update({f"val_{k}": v for k, v in raw.items() if isinstance(v, float)})
         candidates = [("raw", raw[key], self.model)]
         if self.ema is not None:
-            ema_model = self._recalibrated_ema() if self.recalibrate_bn else self.ema.module
+            ema_model = self.ema_model()
             ema = self.task.evaluate(ema_model, self.val_loader)
             row.update({f"val_ema_{k}": v for k, v in ema.items() if isinstance(v, float)})
             candidates.append(("ema", ema[key], ema_model))
@@ -614,14 +614,21 @@ class Trainer:
                 {"weights": kind, "epoch": self.state.epoch + 1, f"val_{key}": score},
             )
 
-    def _recalibrated_ema(self) -> nn.Module:
-        """A copy of the EMA model whose BatchNorm statistics are re-estimated on training batches."""
+    def ema_model(self, recalibrate_bn: int | None = None) -> nn.Module | None:
+        """The EMA model as the run evaluates it (None without EMA): with its averaged BatchNorm
+        statistics, or a copy whose statistics are re-estimated on ``recalibrate_bn`` training
+        batches (default: the config's ``ema.recalibrate_bn``; 0 keeps the averaged ones)."""
+        if self.ema is None:
+            return None
+        n = self.recalibrate_bn if recalibrate_bn is None else recalibrate_bn
+        if not n:
+            return self.ema.module
         self.train_sampler.set_epoch(self.state.epoch)
         with self.ctx.autocast():
             return recalibrated_copy(
-                self.ema.module,  # type: ignore[union-attr]
+                self.ema.module,
                 self.task.recalibration_batches(self.train_loader),
-                self.recalibrate_bn,
+                n,
                 self.info.device,
                 self.ctx.memory_format,
                 forward=self.task.recalibration_forward,
