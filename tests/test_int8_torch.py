@@ -17,6 +17,8 @@ pytest.importorskip("torchao")
 from mobilevit import create_model  # noqa: E402
 from mobilevit.export.int8_torch import (  # noqa: E402
     Int8Unavailable,
+    int8_sensitivity,
+    int8_units,
     load_int8_torch,
     predict_fixed_batch,
     quantize_int8_torch,
@@ -139,3 +141,74 @@ def test_without_torchao_says_what_to_install(model_and_images, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)
     with pytest.raises(Int8Unavailable, match="pip install"):
         quantize_int8_torch(model_and_images[0], model_and_images[1], compile=False)
+
+
+def _weight_dequants(q) -> int:
+    return sum(
+        "dequantize_per_channel" in str(n.target) for n in q.quantized.graph.nodes if n.op == "call_function"
+    )
+
+
+def _activation_ranges(q) -> set[int]:
+    return {
+        int(n.args[4])
+        for n in q.quantized.graph.nodes
+        if n.op == "call_function"
+        and "quantize_per_tensor" in str(n.target)
+        and "dequantize" not in str(n.target)
+    }
+
+
+def test_keep_float_leaves_the_named_blocks_in_fp32(model_and_images, quantized):
+    model, calib, _ = model_and_images
+    keep = ["stages.4.1", "head"]
+    q = quantize_int8_torch(model, calib, batch_size=8, compile=False, keep_float=keep)
+    layers = sum(
+        isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+        for name in keep
+        for m in model.get_submodule(name).modules()
+    )
+    assert layers > 5
+    assert _weight_dequants(quantized) - _weight_dequants(q) == layers
+    assert q.report["keep_float"] == keep
+    with pytest.raises(
+        ValueError, match=r"'stages.9' name no module of MobileViT; its blocks are stem, stages.0.0"
+    ):
+        quantize_int8_torch(model, calib, compile=False, keep_float=["stages.9"])
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050", "mobilevitv3_xxs"])
+def test_int8_units_are_every_block(name):
+    model = create_model(name, num_classes=10)
+    units = int8_units(model)
+    modules = dict(model.named_modules())
+    assert all(u in modules for u in units)
+    assert sum(u.startswith("stages.") for u in units) == sum(len(s) for s in model.stages)
+    assert units[0] == "stem" and units[-1] == "head"
+
+
+def test_reduce_range_follows_the_cpu(model_and_images, monkeypatch):
+    """7-bit activations where oneDNN's int8 kernels have no VNNI / AMX dot product (they would
+    overflow on 8-bit ones), 8-bit where they have."""
+    import mobilevit.export.int8_torch as it
+
+    model, calib, _ = model_and_images
+    monkeypatch.setattr(it, "cpu_has_int8_dot", lambda: False)
+    q7 = quantize_int8_torch(model, calib, batch_size=8, compile=False)
+    assert q7.report["reduce_range"] is True and _activation_ranges(q7) == {127}
+    monkeypatch.setattr(it, "cpu_has_int8_dot", lambda: True)
+    q8 = quantize_int8_torch(model, calib, batch_size=8, compile=False)
+    assert q8.report["reduce_range"] is False and _activation_ranges(q8) == {255}
+
+
+def test_int8_sensitivity_ranks_the_blocks(model_and_images):
+    model, calib, val = model_and_images
+    with torch.no_grad():
+        labels = model(val).argmax(1).numpy()  # fp32 scores 100%: every drop is the block's
+    rows = int8_sensitivity(model, calib[:8], val, labels, units=["stem", "stages.4.1"])
+    assert sorted(r["unit"] for r in rows) == ["stages.4.1", "stem"]
+    assert rows[0]["drop_pt"] >= rows[1]["drop_pt"]
+    for r in rows:
+        assert r["drop_pt"] == pytest.approx(100 * (1 - r["top1"])) and r["agreement"] == pytest.approx(
+            r["top1"]
+        )

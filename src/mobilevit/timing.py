@@ -102,7 +102,7 @@ def machine_info() -> dict[str, Any]:
         pass
     if "cpu family" in ident and "model" in ident:
         cpu = f"{cpu}, family {ident['cpu family']} model {ident['model']}"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+    wanted = ("avx2", "avx_vnni", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
     return {
         "cpu": cpu,
         "extensions": [f for f in wanted if f in flags],

@@ -6,7 +6,15 @@ from .calibration import Int8Data, Int8Source, int8_source, load_int8_data
 from .errors import ExportError
 from .executorch import export_executorch
 from .int8 import Int8NotFaster, Int8TooInaccurate, export_int8
-from .int8_torch import Int8Compiled, Int8Unavailable, load_int8_torch, quantize_int8_torch, save_int8_torch
+from .int8_torch import (
+    Int8Compiled,
+    Int8Unavailable,
+    int8_sensitivity,
+    int8_units,
+    load_int8_torch,
+    quantize_int8_torch,
+    save_int8_torch,
+)
 from .litert import export_litert
 from .onnx import export_onnx
 from .openvino import export_openvino
@@ -34,6 +42,8 @@ __all__ = [
     "export_openvino",
     "fold_batchnorm",
     "int8_source",
+    "int8_sensitivity",
+    "int8_units",
     "load_int8_data",
     "load_int8_torch",
     "optimize_for_inference",

@@ -8,6 +8,11 @@ int8 kernels (AMX or VNNI where the CPU has them) and fuses the quantize / dequa
 SiLU around them into those kernels. That fusion is what onnxruntime's static quantization
 lacks on these CPUs, where its int8 export is slower than fp32 (`int8`).
 
+On a CPU without an int8 dot product (no VNNI or AMX: `cpu_has_int8_dot`) the activations are
+quantized to 7 bits, as torchao advises there: oneDNN's AVX2 kernels overflow on 8-bit ones.
+`keep_float` leaves named blocks in fp32, and `int8_sensitivity` ranks the blocks by what they
+cost (one block quantized at a time).
+
 Its speed and agreement with fp32 are measured by ``benchmarks/latency.py`` (docs/measured_defaults.md).
 The result is an in-memory module; `save_int8_torch` writes its int8 graph as a
 ``torch.export`` program (``.pt2``) and `load_int8_torch` reads it back and compiles it
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +106,37 @@ def _export_any_batch(module: nn.Module, example: torch.Tensor) -> torch.export.
         return torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
 
 
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU has an int8 dot-product instruction for oneDNN (AVX512-VNNI, AVX-VNNI or
+    AMX). Without one, oneDNN's AVX2 int8 kernels sum pairs of u8 x s8 products in 16 bits, which
+    overflow with full-range 8-bit activations; torchao's advice for such CPUs is 7-bit activations
+    (``reduce_range``)."""
+    from ..timing import machine_info
+
+    flags = set(machine_info()["extensions"])
+    return bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported() or "avx_vnni" in flags)
+
+
+def int8_units(model: nn.Module) -> list[str]:
+    """The parts a sensitivity pass quantizes one at a time, by module name: every block of every
+    stage (``stages.<i>.<j>``: an inverted residual or a MobileViT block) and each other top-level
+    module (the stem, the last 1x1 convolution, the head)."""
+    units = []
+    for name, child in model.named_children():
+        if name == "stages":
+            units += [f"stages.{i}.{j}" for i, stage in enumerate(child) for j, _ in stage.named_children()]
+        else:
+            units.append(name)
+    return units
+
+
 def quantize_int8_torch(
     model: nn.Module,
     calib: np.ndarray | torch.Tensor,
     batch_size: int = 16,
     compile: bool = True,
+    keep_float: Sequence[str] = (),
+    reduce_range: bool | None = None,
 ) -> Int8Compiled:
     """int8 copy of classifier ``model``, calibrated on ``calib`` ([N, 3, H, W] float images).
 
@@ -119,6 +151,13 @@ def quantize_int8_torch(
         calib: calibration images ``[N, 3, H, W]`` float, at the size the copy will take.
         batch_size: the calibration batch.
         compile: compile the converted graph with inductor (oneDNN int8 kernels).
+        keep_float: module names (``stages.4.1``, ``head``: `int8_units` lists the blocks) whose
+            operations stay in fp32, the quantizer's per-module setting; `int8_sensitivity`
+            says which parts cost the most accuracy.
+        reduce_range: quantize activations to 7 bits (0-127). Default: where `cpu_has_int8_dot`
+            is False, i.e. where oneDNN's int8 kernels would overflow on full-range activations
+            (the graph is quantized for the CPU it is made on; a copy saved on one CPU and run on
+            another keeps its choice).
 
     Returns:
         The `Int8Compiled` copy (its ``report`` says how it was made).
@@ -136,16 +175,33 @@ def quantize_int8_torch(
     images = _as_tensor(calib)
     t0 = time.perf_counter()
     fast = optimize_for_inference(model, channels_last=False)  # the graph is traced in NCHW
+    if reduce_range is None:
+        reduce_range = not cpu_has_int8_dot()
+    names = dict(fast.named_modules())
+    unknown = [n for n in keep_float if not n or n not in names]
+    if unknown:
+        raise ValueError(
+            f"keep_float: {', '.join(map(repr, unknown))} name no module of {type(model).__name__}; "
+            f"its blocks are {', '.join(int8_units(fast))}"
+        )
     example = images[: min(batch_size, len(images))]
     graph = _export_any_batch(fast, example).module()
     with torch.no_grad():
         quantizer = xiq.X86InductorQuantizer()
-        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+        for name in keep_float:
+            quantizer.set_module_name_qconfig(name, None)
         prepared = prepare_pt2e(graph, quantizer)
         for i in range(0, len(images), batch_size):  # observers record activation ranges
             prepared(images[i : i + batch_size])
         quantized = convert_pt2e(prepared)
-    report = {"calib_images": len(images), "img_size": list(images.shape[-2:]), "compiled": compile}
+    report = {
+        "calib_images": len(images),
+        "img_size": list(images.shape[-2:]),
+        "compiled": compile,
+        "keep_float": list(keep_float),
+        "reduce_range": reduce_range,
+    }
     # one specialised graph per batch size, compiled at its first call (the first call is slow)
     compiled: Any = torch.compile(quantized, dynamic=False) if compile else quantized
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -170,6 +226,55 @@ def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, ba
         return np.concatenate(
             [module(torch.from_numpy(chunk))[:n].float().numpy() for chunk, n in padded_batches(x, batch)]
         )
+
+
+def int8_sensitivity(
+    model: nn.Module,
+    calib: np.ndarray | torch.Tensor,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    units: Sequence[str] | None = None,
+    compile: bool = False,
+) -> list[dict[str, Any]]:
+    """What each part of ``model`` costs in int8: quantize one unit at a time (the rest kept in
+    fp32 by `quantize_int8_torch`'s ``keep_float``) and score top-1 on labelled ``images``.
+
+    Args:
+        model: a classifier.
+        calib: calibration images ``[N, 3, H, W]`` float.
+        images: validation images ``[M, 3, H, W]`` float, the model's preprocessing.
+        labels: their class indices ``[M]``.
+        units: the module names to try (default: `int8_units`).
+        compile: score the compiled int8 graphs (oneDNN kernels, one compile per unit) instead of
+            the reference arithmetic (default; the faster pass).
+
+    Returns:
+        One dict per unit, the most costly first: ``unit``, ``top1``, ``drop_pt`` (against fp32),
+        ``agreement`` (top-1 with fp32), ``seconds``.
+    """
+    fast = optimize_for_inference(model, channels_last=False)
+    units = list(units) if units is not None else int8_units(fast)
+    labels = np.asarray(labels)
+    ref = predict_fixed_batch(fast, images).argmax(1)
+    ref_top1 = float((ref == labels).mean())
+    rows = []
+    for unit in units:
+        t0 = time.perf_counter()
+        others = [u for u in units if u != unit]
+        q = quantize_int8_torch(model, calib, compile=compile, keep_float=others)
+        got = predict_fixed_batch(q, images).argmax(1)
+        top1 = float((got == labels).mean())
+        rows.append(
+            {
+                "unit": unit,
+                "top1": top1,
+                "drop_pt": 100 * (ref_top1 - top1),
+                "agreement": float((got == ref).mean()),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        log.info("int8 sensitivity %s: %s", unit, rows[-1])
+    return sorted(rows, key=lambda r: -r["drop_pt"])
 
 
 _REPORT_FILE = "mobilevit_int8.json"  # stored inside the .pt2 archive
