@@ -14,7 +14,6 @@ import logging
 import re
 from pathlib import Path
 
-import torch
 from _common import REPO, copy_curves, epoch_table, print_json_last, train_and_evaluate, write_doc
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "imagenette160"
@@ -74,10 +73,7 @@ def main() -> None:
         ],
     )
     kept = run.summary.get("best_weights") or "raw"
-    recal = {}
-    for n in args.recalibrate:
-        with torch.no_grad():
-            recal[n] = run.trainer.evaluate(run.trainer.ema_model(n))["top1"]
+    recal = {n: run.trainer.evaluate(run.trainer.ema_model(n))["top1"] for n in args.recalibrate}
     recal_lines = "".join(
         f"- EMA with BatchNorm statistics re-estimated on {n} training batches (`ema.recalibrate_bn={n}`): "
         f"top-1 **{100 * v:.2f}%** (EMA - raw: {100 * (v - last['val_top1']):+.2f} pt)\n"

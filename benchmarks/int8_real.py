@@ -92,9 +92,15 @@ def measure(
     cache: dict[str, Any] = {}
 
     def compiled_data() -> Any:
+        """The images and, once, the BN-folded fp32 model's logits on them (the x86 path's reference)."""
         if "data" not in cache:
-            cache["data"] = load_int8_data(source, size, calib_images=calib_images)
-        return cache["data"]
+            from mobilevit.export import optimize_for_inference
+            from mobilevit.export.int8_torch import predict_fixed_batch
+
+            data = cache["data"] = load_int8_data(source, size, calib_images=calib_images)
+            cache["fp32"] = optimize_for_inference(model)
+            cache["ref"] = predict_fixed_batch(cache["fp32"], data.val)
+        return cache["data"], cache["fp32"], cache["ref"]
 
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-real-") as tmp:
         t = Path(tmp)
@@ -118,7 +124,7 @@ def measure(
             "litert_int8": lambda: runtime(export_litert, load_litert, ".tflite", int8=True),
             "openvino_int8": lambda: runtime(export_openvino, load_openvino, ".xml", int8=True),
             "openvino_bf16": lambda: runtime(export_openvino, load_openvino, ".xml", precision="bf16"),
-            "compiled_int8": lambda: _compiled(model, compiled_data(), classes),
+            "compiled_int8": lambda: _compiled(model, *compiled_data(), classes),
         }
         for name in paths:
             t0 = time.perf_counter()
@@ -142,8 +148,10 @@ def measure(
             )
             print(f"{meta.arch} {name}: {rows[-1]}", flush=True)
             if name == "compiled_int8" and acc.top1_drop_pt > max_drop:
-                ranking, fixes = keep_float_until(model, compiled_data(), classes, max_drop, x, iters)
-                rows[-1]["sensitivity"] = ranking
+                ranking, seconds, fixes = keep_float_until(
+                    model, *compiled_data(), classes, max_drop, x, iters
+                )
+                rows[-1] |= {"sensitivity": ranking, "sensitivity_seconds": seconds}
                 rows += [
                     {"weights": str(weights), "arch": meta.arch, "path": f"{name}, blocks in fp32", **f}
                     for f in fixes
@@ -151,15 +159,16 @@ def measure(
     return rows
 
 
-def _compiled(model: Any, data: Any, classes: Any, keep_float: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
-    """PyTorch x86 int8 (``keep_float``: blocks left in fp32): its accuracy check, the fp32 and int8 runners."""
-    from mobilevit.export import optimize_for_inference, quantize_int8_torch
+def _compiled(
+    model: Any, data: Any, fp32: Any, ref: Any, classes: Any, keep_float: tuple[str, ...] = ()
+) -> tuple[Any, Any, Any]:
+    """PyTorch x86 int8 (``keep_float``: blocks left in fp32) against ``fp32``'s logits ``ref``: its
+    accuracy check, the fp32 and int8 runners."""
+    from mobilevit.export import quantize_int8_torch
     from mobilevit.export.int8_torch import predict_fixed_batch
     from mobilevit.export.runtime_checks import accuracy_check, judge
 
     q = quantize_int8_torch(model, data.calib, keep_float=keep_float)
-    fp32 = optimize_for_inference(model)
-    ref = predict_fixed_batch(fp32, data.val)
     bits = "7-bit activations" if q.report["reduce_range"] else "8-bit activations"
     acc = accuracy_check(
         ref,
@@ -174,23 +183,30 @@ def _compiled(model: Any, data: Any, classes: Any, keep_float: tuple[str, ...] =
 
 
 def keep_float_until(
-    model: Any, data: Any, classes: Any, max_drop: float, x: torch.Tensor, iters: int, most: int = 4
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    model: Any,
+    data: Any,
+    fp32: Any,
+    ref: Any,
+    classes: Any,
+    max_drop: float,
+    x: torch.Tensor,
+    iters: int,
+    most: int = 4,
+) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
     """The per-block sensitivity pass of the PyTorch x86 path, then its fix: quantize one block
     at a time (compiled, as the path runs) to rank what each costs, and keep the costliest blocks
     in fp32, one more at a time (at most ``most``), until the drop is within ``max_drop``.
-    Returns (the ranking, one row per tried fix with its accuracy and latency)."""
+    Returns (the ranking, the pass's seconds, one row per tried fix with its accuracy and latency)."""
     from mobilevit.export import int8_sensitivity
 
     t0 = time.perf_counter()
     ranking = int8_sensitivity(model, data.calib, data.val, data.labels, compile=True)
-    for r in ranking:
-        r["pass_seconds"] = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     fixes = []
     for n in range(1, min(most, len(ranking)) + 1):
         keep = tuple(r["unit"] for r in ranking[:n])
         t1 = time.perf_counter()
-        acc, fp32_run, reduced_run = _compiled(model, data, classes, keep)
+        acc, fp32_run, reduced_run = _compiled(model, data, fp32, ref, classes, keep)
         fixes.append(
             {
                 **{k: v for k, v in asdict(acc).items() if k != "skipped_images"},
@@ -202,7 +218,7 @@ def keep_float_until(
         print(f"keep float {keep}: drop {acc.top1_drop_pt:.2f} pt", flush=True)
         if acc.top1_drop_pt <= max_drop:
             break
-    return ranking, fixes
+    return ranking, seconds, fixes
 
 
 def _key(r: dict[str, Any]) -> tuple[str, str]:
@@ -274,7 +290,7 @@ def main() -> None:
             continue
         sensitivity += [
             f"\n{r['arch']}, {r['path']}: one block quantized at a time (the rest in fp32), compiled as the "
-            f"path runs, every val image; the pass took {r['sensitivity'][-1]['pass_seconds'] / 60:.1f} min. "
+            f"path runs, every val image; the pass took {r['sensitivity_seconds'] / 60:.1f} min. "
             "The costliest first:\n",
             "| block | top-1 | drop (pt) | agreement |",
             "|---|---:|---:|---:|",
