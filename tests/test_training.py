@@ -446,6 +446,24 @@ def test_sigterm_writes_a_resume_file(tmp_path, shapes_root):
     assert state["epoch"] >= 1 and math.isfinite(state["best_score"])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sigterm_to_the_process_group_spares_the_loader_workers(tmp_path, shapes_root):
+    # Ctrl-C, a batch scheduler or a session's end signal every process of the group, the
+    # loader workers included: the run must still finish its step and write the resume file
+    args = _tiny_args(tmp_path, shapes_root, "optim.epochs=200", "data.num_workers=2")
+    proc = _run_cli(["-m", "mobilevit.cli", "train", *args], start_new_session=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not metrics.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    assert "SIGTERM received" in out and "Traceback" not in out and "killed by signal" not in out
+    assert torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["train_state"]["epoch"] >= 1
+
+
 def test_bf16_autocast_and_channels_last_run(tmp_path, shapes_root):
     summary = train(
         tiny_cfg(tmp_path, shapes_root, "optim.epochs=1", "run.bf16=true", "run.channels_last=true")

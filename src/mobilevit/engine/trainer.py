@@ -122,6 +122,15 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def _leave_signals_to_the_main_process(worker_id: int) -> None:  # noqa: ARG001
+    """A loader worker ignores SIGINT / SIGTERM: Ctrl-C, a scheduler's or a session's end signal the
+    whole process group, and a worker that died of it would end the main process in a
+    "DataLoader worker killed" error before it finished its step and wrote the resume file. The
+    main process stops the workers itself; they exit on their own if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: int, seed: int) -> DataLoader:
     """A loader over ``ds`` batched by ``sampler`` and collated by the task.
 
@@ -145,6 +154,7 @@ def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: 
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,  # not forked again every epoch
+        worker_init_fn=_leave_signals_to_the_main_process,
     )
 
 
