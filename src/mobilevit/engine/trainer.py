@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from contextlib import nullcontext, suppress
@@ -122,13 +123,13 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
 
 
-def _leave_signals_to_the_main_process(worker_id: int) -> None:  # noqa: ARG001
-    """A loader worker ignores SIGINT / SIGTERM: Ctrl-C, a scheduler's or a session's end signal the
-    whole process group, and a worker that died of it would end the main process in a
-    "DataLoader worker killed" error before it finished its step and wrote the resume file. The
-    main process stops the workers itself; they exit on their own if it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _worker_in_its_own_process_group(worker_id: int) -> None:  # noqa: ARG001
+    """A loader worker leaves the main process's group: Ctrl-C, or a scheduler or session that
+    signals the whole group, then reaches the main process alone, which finishes its step and
+    writes the resume file. A worker killed beside it would end the run in a "DataLoader worker
+    killed" error first. The main process still stops its workers itself, and a worker exits on
+    its own when the main process dies."""
+    os.setpgrp()
 
 
 def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: int, seed: int) -> DataLoader:
@@ -154,7 +155,7 @@ def build_loader(ds: Any, sampler: MultiScaleBatchSampler, task: Task, workers: 
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,  # not forked again every epoch
-        worker_init_fn=_leave_signals_to_the_main_process,
+        worker_init_fn=_worker_in_its_own_process_group,
     )
 
 
