@@ -121,7 +121,12 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     "content, msg",
     [
         (b"", "checkpoint file is empty"),
-        (b"this is not a checkpoint at all, just text\n" * 10, "not a readable PyTorch checkpoint"),
+        (b"this is not a checkpoint at all, just text\n" * 10, r"not a checkpoint \(unknown format\)"),
+        (
+            b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(64),
+            r"not a checkpoint \(a JPEG image\)",
+        ),  # a photo as weights
+        (b"\x80\x04 cut short", "not a readable PyTorch checkpoint"),
     ],
 )
 def test_bad_files_name_the_path(tmp_path, content, msg):

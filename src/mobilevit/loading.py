@@ -112,7 +112,11 @@ def load_model(path: str | Path, model_name: str | None = None) -> tuple[nn.Modu
     cfg = model.pretrained_cfg  # type: ignore[attr-defined]
     if "img_size" in meta.extra:  # trained here: evaluate the way training did
         crop = int(meta.extra["img_size"])
-        cfg.update(crop_size=crop, resize_size=int(meta.extra.get("eval_resize", crop + 32)))
+        cfg.update(
+            crop_size=crop,
+            resize_size=int(meta.extra.get("eval_resize", crop + 32)),
+            interpolation=str(meta.extra.get("interpolation", "bilinear")),
+        )
     if meta.task == "segmentation":
         cfg.update(eval_size=int(meta.extra.get("eval_size", 512)))
     return model.eval(), meta

@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from .data import EvalTransform
+from .data.images import IMAGE_READ_ERRORS, read_rgb
 from .loading import class_names, imagenet_classes, load_model
 
 __all__ = [
@@ -35,6 +36,13 @@ def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple
     return _load_task(weights, "classification", model_name)
 
 
+def _interpolation(cfg: dict[str, Any]) -> str:
+    """The recorded resize interpolation where `EvalTransform` has it (timm's cfgs also name e.g.
+    ``bicubic``), else bilinear."""
+    interp = cfg.get("interpolation", "bilinear")
+    return interp if interp in ("bilinear", "bicubic") else "bilinear"
+
+
 @torch.no_grad()
 def predict_images(
     model: nn.Module, classes: list[str], paths: list[str | Path], img_size: int | None = None, topk: int = 5
@@ -47,13 +55,13 @@ def predict_images(
     cfg = getattr(model, "pretrained_cfg", None) or {}
     flip = cfg.get("channel_order") == "BGR"
     crop = img_size or cfg.get("crop_size") or 256
-    tf = EvalTransform(crop, cfg.get("resize_size") if crop == cfg.get("crop_size") else None)
+    resize = cfg.get("resize_size") if crop == cfg.get("crop_size") else None
+    tf = EvalTransform(crop, resize, _interpolation(cfg))
     out = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                x = tf(im.convert("RGB"))[None]
-        except (OSError, ValueError) as e:
+            x = tf(read_rgb(p))[None]
+        except IMAGE_READ_ERRORS as e:
             out.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
             continue
         if flip:
@@ -108,9 +116,8 @@ def predict_masks(
     results = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as e:
+            image = read_rgb(p)
+        except IMAGE_READ_ERRORS as e:
             results.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
             continue
         x = T.functional.to_dtype(
@@ -169,9 +176,8 @@ def predict_boxes(
     results = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                pixels = T.functional.pil_to_tensor(im.convert("RGB"))  # uint8 [3, H, W]
-        except (OSError, ValueError) as e:
+            pixels = T.functional.pil_to_tensor(read_rgb(p))  # uint8 [3, H, W]
+        except IMAGE_READ_ERRORS as e:
             results.append({"image": str(p), "error": f"{type(e).__name__}: {e}"})
             continue
         x = T.functional.to_dtype(pixels, torch.float32, scale=True)

@@ -85,9 +85,7 @@ def _run_to(args: argparse.Namespace) -> int:
         if v
     ]
     if given:
-        raise SystemExit(
-            f"mobilevit convert: error: {', '.join(given)} are for converting into this package, not with --to"
-        )
+        raise ValueError(f"{', '.join(given)} are for converting into this package, not with --to")
     report = convert_to(args.src, args.out, args.target, model_name=args.model)
     check = (
         f"checked in {args.target} itself: its model gives our outputs (max abs diff {report['peer_max_abs_diff']:.1e})"

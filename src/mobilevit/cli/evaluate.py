@@ -16,10 +16,20 @@ def add_parser(sub: Any) -> None:
         help="top-1 / top-5 (classifiers), mIoU (segmentation) or COCO mAP (detection) on a validation split",
     )
     s.add_argument("weights", help="safetensors from train or convert (or a foreign checkpoint with --model)")
-    s.add_argument("--config", default=None, help="recipe whose data section to use")
-    s.add_argument("overrides", nargs="*", help="e.g. data.dataset=digits data.img_size=64")
-    s.add_argument("--model", default=None)
-    s.add_argument("--out-dir", default=None)
+    s.add_argument(
+        "--config",
+        default=None,
+        help="recipe whose data section to use (where the data is; the weights' recorded crop, resize "
+        "and interpolation stay unless overridden)",
+    )
+    s.add_argument("overrides", nargs="*", help="e.g. data.root=PATH data.img_size=256")
+    s.add_argument("--model", default=None, help="architecture, for files that do not record it")
+    s.add_argument(
+        "--out-dir",
+        default=None,
+        help="where the built-in data (digits, shapes) is written when no data.root is given "
+        "(default: eval/ next to the weights)",
+    )
     s.set_defaults(fn=run)
 
 

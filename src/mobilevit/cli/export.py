@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..export.errors import ExportError
 from ..export.runtime_checks import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=None,
         metavar="H [W]",
-        help="input size (default: a detector's own, else 256)",
+        help="input size (default: the crop the weights were trained and evaluated at, as training "
+        "here records it; a detector's own; else 256)",
     )
     s.add_argument("--batch", type=int, default=1, help="the fixed batch size of the export (default 1)")
     s.add_argument("--dynamic-batch", action="store_true")
@@ -87,6 +89,14 @@ def add_parser(sub: Any) -> None:
     )
     s.add_argument("--calib-images", type=int, default=64, help="calibration images (default 64)")
     s.add_argument(
+        "--int8-val-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="int8 / bf16: judge on a seeded subset of N validation images of every class (default: "
+        "all; they are held in memory, about 0.8 MB each at 256 px)",
+    )
+    s.add_argument(
         "--int8-keep-slower",
         action="store_true",
         help="write the int8 model even where it is slower than fp32 (e.g. for another device)",
@@ -106,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.weights, args.model)
     if args.img_size:
         size = (args.img_size[0], args.img_size[-1])
+    elif meta.task == "classification" and "img_size" in meta.extra:  # trained here: its eval crop
+        size = (int(meta.extra["img_size"]),) * 2
     else:  # a detector's own input size (its anchors depend on it), else 256
         size = tuple(getattr(getattr(model, "ssd_config", None), "image_size", (256, 256)))
     if args.format == "coreml":
@@ -147,13 +159,14 @@ RUNTIMES = ("executorch", "litert", "openvino")
 
 
 def _validate(args: argparse.Namespace) -> None:
-    """Flag combinations that cannot work, refused before the weights are read."""
+    """Flag combinations that cannot work, refused before the weights are read (an `ExportError`:
+    one line, exit status 2)."""
     fmt = args.format
     if args.int8 and fmt == "coreml":
-        raise SystemExit("mobilevit export: error: --int8 is for onnx, executorch, litert and openvino")
+        raise ExportError("--int8 is for onnx, executorch, litert and openvino")
     if args.dynamic_hw and (fmt in RUNTIMES or args.int8):  # (plain ONNX / Core ML: the exporter says why)
-        raise SystemExit(
-            f"mobilevit export: error: --dynamic-hw is refused: a {fmt}{' int8' if args.int8 else ''} export "
+        raise ExportError(
+            f"--dynamic-hw is refused: a {fmt}{' int8' if args.int8 else ''} export "
             "takes one input size, since "
             "MobileViT's unfold / fold bake the traced size into the graph; export one file per size "
             "(--img-size H W)"
@@ -164,15 +177,15 @@ def _validate(args: argparse.Namespace) -> None:
         shown = {"coreml": "Core ML", "executorch": "ExecuTorch", "litert": "LiteRT", "openvino": "OpenVINO"}[
             fmt
         ]
-        raise SystemExit(f"mobilevit export: error: {flag} is for ONNX; a {shown} export takes {fixed}")
+        raise ExportError(f"{flag} is for ONNX; a {shown} export takes {fixed}")
     if args.precision != "f32" and fmt != "openvino":
-        raise SystemExit("mobilevit export: error: --precision is for openvino")
+        raise ExportError("--precision is for openvino")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
-        raise SystemExit(
-            f"mobilevit export: error: --min-agreement must be in [0, 1], got {args.min_agreement}"
-        )
+        raise ExportError(f"--min-agreement must be in [0, 1], got {args.min_agreement}")
+    if args.int8_val_images is not None and args.int8_val_images < 1:
+        raise ExportError(f"--int8-val-images must be >= 1, got {args.int8_val_images}")
     if not args.max_drop >= 0:
-        raise SystemExit(f"mobilevit export: error: --max-drop must be >= 0 points, got {args.max_drop}")
+        raise ExportError(f"--max-drop must be >= 0 points, got {args.max_drop}")
 
 
 def _print_checks(runtime: str, checks: list[ParityCheck]) -> None:
@@ -219,6 +232,7 @@ def _export_runtime(
         int8=args.int8,
         data=source,
         calib_images=args.calib_images,
+        max_val=args.int8_val_images,
         model_classes=classes,
         max_drop=args.max_drop,
         min_agreement=args.min_agreement,
@@ -264,6 +278,7 @@ def _export_int8(
             opset=args.opset,
             data=source,
             calib_images=args.calib_images,
+            max_val=args.int8_val_images,
             model_classes=classes,
             keep_slower=args.int8_keep_slower,
             max_drop=args.max_drop,

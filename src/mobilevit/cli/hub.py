@@ -45,11 +45,9 @@ def _metrics(items: list[str]) -> dict[str, float]:
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise SystemExit(
-                f"mobilevit push-to-hub: error: --metric takes NAME=NUMBER, got {item!r}"
-            ) from None
+            raise ValueError(f"--metric takes NAME=NUMBER, got {item!r}") from None
         if not name.strip():
-            raise SystemExit(f"mobilevit push-to-hub: error: --metric takes NAME=NUMBER, got {item!r}")
+            raise ValueError(f"--metric takes NAME=NUMBER, got {item!r}")
     return out
 
 

@@ -9,6 +9,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _at_least(low: int) -> Any:
+    """An argparse type: an int >= ``low`` (argparse's own one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``predict`` subcommand to ``sub``."""
     s = sub.add_parser(
@@ -18,8 +33,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("images", nargs="+")
     s.add_argument("--weights", required=True)
     s.add_argument("--model", default=None, help="architecture, for files that do not record it")
-    s.add_argument("--img-size", type=int, default=None, help="crop size (default: the weights' own)")
-    s.add_argument("--topk", type=int, default=5)
+    s.add_argument(
+        "--img-size", type=_at_least(32), default=None, help="crop size (default: the weights' own)"
+    )
+    s.add_argument("--topk", type=_at_least(1), default=5, help="classes shown per image (default 5)")
     s.add_argument(
         "--out-dir", default="predictions", help="segmentation / detection: where the output PNGs go"
     )

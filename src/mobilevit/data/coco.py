@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
 from .folders import DataError
+from .images import IMAGE_READ_ERRORS, read_rgb
 
 log = logging.getLogger("mobilevit.data")
 
@@ -147,7 +148,7 @@ class CocoDetection(Dataset):
         try:
             with Image.open(path) as img:
                 return img.size
-        except (OSError, UnidentifiedImageError) as e:
+        except IMAGE_READ_ERRORS as e:
             raise DataError(f"cannot read image {path} (image id {entry['id']}): {e}") from e
 
     def _read_annotations(self, annotations: list[dict[str, Any]]) -> None:
@@ -213,9 +214,8 @@ class CocoDetection(Dataset):
     def _load_image(self, image_id: int) -> tv_tensors.Image:
         path = self._files[image_id]
         try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
+            rgb = read_rgb(path)
+        except IMAGE_READ_ERRORS as e:
             raise DataError(f"cannot read image {path} (image id {image_id}): {e}") from e
         if rgb.size != self._sizes[image_id]:
             raise DataError(

@@ -8,15 +8,17 @@ A corrupt, truncated or non-image file is not fatal: the sample comes back as a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from .images import IMAGE_READ_ERRORS, read_rgb
 from .sampler import SampleKey
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,20 @@ def find_split(root: str | Path, split: str) -> Path:
     return path
 
 
+def image_files(folder: Path) -> list[str]:
+    """The image files under ``folder`` (sub-folders and links followed, as torchvision's
+    ``ImageFolder``), sorted; hidden names (``.ipynb_checkpoints``, macOS ``._x.jpg``) left out."""
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            os.path.join(parent, n)
+            for n in names
+            if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+        ]
+    return sorted(found)
+
+
 class ImageFolderDataset(Dataset):
     """Images in ``<root>/<split>/<class>/``; classes are the sorted folder names.
 
@@ -58,7 +74,7 @@ class ImageFolderDataset(Dataset):
         classes: Sequence[str] | None = None,
     ) -> None:
         self.root = find_split(root, split)
-        found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not found:
             raise DataError(f"{self.root}: no class folders")
         if classes is not None:
@@ -71,11 +87,7 @@ class ImageFolderDataset(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[str, int]] = []
         for c in found:
-            files = sorted(
-                str(p)
-                for p in (self.root / c).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            files = image_files(self.root / c)
             if not files:
                 raise DataError(
                     f"{self.root / c}: class folder {c!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -91,10 +103,8 @@ class ImageFolderDataset(Dataset):
             key = SampleKey(key, 0, 0, key)
         path, target = self.samples[key.index]
         try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            image = read_rgb(path)
+        except IMAGE_READ_ERRORS as e:
             return BadSample(path, f"{type(e).__name__}: {e}")
         if self.transform is None:
             return image, target  # type: ignore[return-value]

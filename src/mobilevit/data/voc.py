@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
 from .folders import BadSample, DataError
+from .images import IMAGE_READ_ERRORS, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,12 @@ class VOCSegmentation(Dataset):
         or, with ``on_bad="skip"``, is returned as a `BadSample`."""
         sid, img_path, mask_path = self.samples[index]
         try:
-            with Image.open(img_path) as im:
-                image = im.convert("RGB")
+            image = read_rgb(img_path)
             with Image.open(mask_path) as m:
                 if m.mode not in ("P", "L", "I", "I;16"):
                     return self._bad(mask_path, f"mask mode {m.mode!r} is not a class-index image (P or L)")
                 mask = np.array(m)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        except IMAGE_READ_ERRORS as e:
             return self._bad(
                 mask_path if "mask" in str(e).lower() else img_path, f"unreadable ({type(e).__name__}: {e})"
             )

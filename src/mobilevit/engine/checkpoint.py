@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..weights.serialization import last_line, refused_global
 
 RESUME_FORMAT = "mobilevit-resume"
 RESUME_VERSION = 1
@@ -87,13 +88,6 @@ def save_resume(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def _last_line(e: Exception) -> str:
-    lines = [
-        x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Check the documentation")
-    ]
-    return lines[-1] if lines else type(e).__name__
-
-
 def resume_path(path: str | Path) -> Path:
     """``path`` itself, or ``path/resume.pt`` for a run folder."""
     path = Path(path)
@@ -112,11 +106,11 @@ def load_resume(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = refused_global(e)
         if found is None:  # not a pickle of ours at all (garbage, truncated)
-            raise ResumeError(f"{path}: not a readable resume file ({_last_line(e)})") from e
+            raise ResumeError(f"{path}: not a readable resume file ({last_line(e)})") from e
         raise ResumeError(
-            f"{path}: refused, it holds objects ({found.group(1)}) that only the full unpickler can build, "
+            f"{path}: refused, it holds objects ({found}) that only the full unpickler can build, "
             "and building them could run code. Resume files written by mobilevit hold tensors and plain "
             "values only (older ones, from before this check, cannot be resumed: start the run again)"
         ) from e

@@ -1,7 +1,9 @@
 """Evaluating a weights file on a validation split through its task's plug-in (no trainer built).
 
-What the file records (task, architecture, classes, how training evaluated) fills the config
-first; the recipe and ``key=value`` overrides, which say where the data is, go on top.
+What the file records (task, architecture, classes) fills the config first; the recipe and
+``key=value`` overrides, which say where the data is, go on top. How the weights are meant to be
+evaluated (a classifier's crop, resize and interpolation, as training here recorded them) stays
+above the recipe: only an explicit override changes it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def config_from_meta(meta: WeightsMeta) -> dict[str, Any]:
     }
     x = meta.extra
     if meta.task == "classification" and "img_size" in x:
-        base["data"] = {"img_size": x["img_size"], "eval_resize": x.get("eval_resize", 0)}
+        base["data"] = {k: x[k] for k in ("img_size", "eval_resize", "interpolation") if k in x}
     elif meta.task == "segmentation" and "eval_size" in x:
         base["data"] = {"eval_size": x["eval_size"]}
     elif meta.task == "detection" and "ssd" in x:
@@ -59,9 +61,21 @@ def evaluate_weights(
     """
     model, meta = load_model(weights, model_name)
     base = config_from_meta(meta)
-    if config is None and meta.task == "classification" and "img_size" not in meta.extra:
-        base["data"] = {"img_size": model.pretrained_cfg.get("crop_size", 256)}  # type: ignore[union-attr]
-    cfg = load_config(config, overrides, base=base)
+    pinned: list[str] = []
+    if meta.task == "classification":
+        cfg_ = model.pretrained_cfg  # type: ignore[union-attr]
+        # how the weights are meant to be evaluated (recorded by training here, else the
+        # checkpoint's own preprocessing): above the recipe, below the user's overrides
+        pre = base.get("data") or {
+            "img_size": cfg_.get("crop_size", 256),
+            "eval_resize": cfg_.get("resize_size", 0),
+            "interpolation": cfg_.get("interpolation", "bilinear"),
+        }
+        if pre.get("interpolation") not in ("bilinear", "bicubic"):
+            pre.pop("interpolation", None)
+        base["data"] = pre
+        pinned = [f"data.{k}={v}" for k, v in pre.items()] if config is not None else []
+    cfg = load_config(config, [*pinned, *(overrides or [])], base=base)
     info = D.init_distributed(cfg.run.device)
     try:
         if cfg.run.threads:
@@ -89,6 +103,11 @@ def evaluate_weights(
     result.update(
         weights=str(weights), task=meta.task, arch=meta.arch, split=task.split_name(), images=len(val_ds)
     )
+    if meta.task == "classification":
+        d = cfg.data
+        result["preprocessing"] = (
+            f"resize {d.eval_resize or d.img_size + 32} + centre crop {d.img_size} ({d.interpolation})"
+        )
     if "iou" in result and isinstance(result["iou"], list):
         result["iou"] = dict(zip(task.classes, result["iou"], strict=True))
     return result

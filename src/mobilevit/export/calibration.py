@@ -40,8 +40,8 @@ class Int8Data:
 class Int8Source:
     """Which images calibrate and judge an export, and how they are preprocessed.
 
-    ``data`` is ``"digits"`` or a folder with ``train/`` and ``val/`` class folders;
-    ``eval_resize`` the shorter side before the centre crop (None: each image resized whole to the
+    ``data`` is ``"digits"`` or a folder with ``train/`` and ``val/`` class folders (named
+    ``train_split`` / ``val_split``, as training recorded them); ``eval_resize`` the shorter side before the centre crop (None: each image resized whole to the
     export's size); ``why`` says where the choice came from, for the report.
     """
 
@@ -49,6 +49,8 @@ class Int8Source:
     eval_resize: int | None = None
     interpolation: str = "bilinear"
     why: str = "given"
+    train_split: str = "train"
+    val_split: str = "val"
 
 
 def _scaled_resize(extra: dict[str, Any], img_size: tuple[int, int]) -> int | None:
@@ -90,17 +92,20 @@ def int8_source(
     kind, root = trained.get("dataset"), trained.get("root", "")
     if kind == "digits":
         return Int8Source("digits", resize, interp, "recorded: the built-in digits")
-    if not (Path(root) / "val").is_dir():
+    train_split, val_split = str(trained.get("train_split", "train")), str(trained.get("val_split", "val"))
+    if not (Path(root) / val_split).is_dir():
         raise ExportError(
             f"{weights or 'these weights'} were trained on {kind} images at {root}, which is not here "
-            "(no val/ folder): pass --int8-data with a folder of the same classes"
+            f"(no {val_split}/ folder): pass --int8-data with a folder of the same classes"
         )
-    return Int8Source(str(root), resize, interp, f"recorded: the {kind} data the weights were trained on")
+    why = f"recorded: the {kind} data the weights were trained on"
+    return Int8Source(str(root), resize, interp, why, train_split, val_split)
 
 
 def check_classes(data: Int8Data, model_classes: list[str] | None, num_classes: int | None = None) -> None:
     """A model whose classes are not the data's cannot be judged (nor sensibly calibrated) on it:
-    an error naming both.
+    an error naming both. (`load_int8_data` given the model's classes checks this before it
+    reads a single image.)
 
     Args:
         data: the loaded calibration / validation images.
@@ -111,24 +116,29 @@ def check_classes(data: Int8Data, model_classes: list[str] | None, num_classes: 
     Raises:
         ExportError: the names are known and are not the data's, naming both.
     """
+    _check_classes(list(data.classes), data.source, model_classes, num_classes)
 
+
+def _check_classes(
+    classes: list[str], source: str, model_classes: list[str] | None, num_classes: int | None
+) -> None:
     def shown(names: list[str]) -> str:
         head = ", ".join(names[:5])
         return f"{len(names)} classes ({head}{', ...' if len(names) > 5 else ''})"
 
-    if model_classes is not None and list(model_classes) != list(data.classes):
+    if model_classes is not None and list(model_classes) != classes:
         raise ExportError(
             f"the model was trained on {shown(list(model_classes))} but the calibration data "
-            f"{data.source!r} has {shown(data.classes)}: calibrate on the model's own images "
+            f"{source!r} has {shown(classes)}: calibrate on the model's own images "
             "(--int8-data FOLDER with its train/ and val/ class folders)"
         )
-    if model_classes is None and num_classes is not None and num_classes != len(data.classes):
+    if model_classes is None and num_classes is not None and num_classes != len(classes):
         log.warning(
             "the model has %d classes and records no names; the calibration data %r has %s: top-1 "
             "accuracy cannot be computed, the file is judged by agreement with fp32 alone",
             num_classes,
-            data.source,
-            shown(data.classes),
+            source,
+            shown(classes),
         )
 
 
@@ -138,6 +148,8 @@ def load_int8_data(
     calib_images: int = 64,
     max_val: int | None = None,
     seed: int = 0,
+    model_classes: list[str] | None = None,
+    num_classes: int | None = None,
 ) -> Int8Data:
     """Calibration and validation images at ``img_size``.
 
@@ -149,6 +161,9 @@ def load_int8_data(
         calib_images: images drawn (seeded) from ``train/`` (or ``val/`` when there is none).
         max_val: a seeded subset of ``val/`` of this size (None: all of it).
         seed: the draws' seed.
+        model_classes: the model's class names: names that are not the data's are an `ExportError`
+            (`check_classes`) raised before any image is read.
+        num_classes: the model's class count (with no names, a count that differs is logged).
 
     Returns:
         The `Int8Data`. Class indices are those training assigns (the sorted class folders
@@ -170,10 +185,10 @@ def load_int8_data(
         root = write_digits(cache_dir() / "data" / "digits", size=32, seed=0)
     else:
         root = Path(source.data)
-        if not (root / "val").is_dir():
+        if not (root / source.val_split).is_dir():
             raise ExportError(
-                f"int8 validation data {source.data!r}: expected 'digits' or a folder with val/ "
-                "(and train/) class folders"
+                f"int8 validation data {source.data!r}: expected 'digits' or a folder with "
+                f"{source.val_split}/ (and {source.train_split}/) class folders"
             )
     if source.eval_resize is not None and img_size[0] == img_size[1]:
         ops: Any = EvalTransform(img_size[0], source.eval_resize, source.interpolation)
@@ -201,12 +216,14 @@ def load_int8_data(
             raise ExportError(f"no readable images in {ds.root}")
         return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
 
-    has_train = (root / "train").is_dir()
+    train_split, val_split = source.train_split, source.val_split
+    has_train = (root / train_split).is_dir()
     try:  # class indices as training assigns them: the sorted folder names of train/
-        calib_ds = ImageFolderDataset(root, "train" if has_train else "val", ops)
-        val_ds = ImageFolderDataset(root, "val", ops, classes=calib_ds.classes) if has_train else calib_ds
+        calib_ds = ImageFolderDataset(root, train_split if has_train else val_split, ops)
+        val_ds = ImageFolderDataset(root, val_split, ops, classes=calib_ds.classes) if has_train else calib_ds
     except DataError as e:
         raise ExportError(f"int8 validation data: {e}") from e
+    _check_classes(list(val_ds.classes), source.data, model_classes, num_classes)
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(len(calib_ds))[:calib_images].tolist())
     val_idx = list(range(len(val_ds)))
@@ -220,7 +237,7 @@ def load_int8_data(
         labels,
         list(val_ds.classes),
         source.data,
-        "train" if has_train else "val",
+        train_split if has_train else val_split,
         skipped,
         preprocessing,
     )

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..timing import InferencePath, measure_alternating
 from .batches import padded_batches
-from .calibration import Int8Data, Int8Source, check_classes, load_int8_data
+from .calibration import Int8Data, Int8Source, load_int8_data
 from .errors import ExportError
 from .onnx import export_onnx, ort_session
 from .reports import AccuracyCheck, Int8Report, Int8Timing
@@ -248,10 +248,9 @@ def export_int8(
         )
     check_criteria(max_drop, min_agreement)
     path = Path(path)
-    data_ = load_int8_data(
-        data, img_size, calib_images=calib_images, max_val=max_val
-    )  # bad data: before work
-    check_classes(data_, model_classes, model.num_classes)
+    data_ = load_int8_data(  # bad data, or another model's classes: before any work
+        data, img_size, calib_images, max_val, model_classes=model_classes, num_classes=model.num_classes
+    )
     fp32_path = path.with_name(path.stem + ".fp32.onnx")
     report_path = path.with_name(path.stem + ".int8.json")
     fp32_report = export_onnx(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibration import Int8Source, check_classes, load_int8_data
+from .calibration import Int8Source, load_int8_data
 from .errors import ExportError
 from .reports import ExportReport
 from .runtime_checks import (
@@ -146,8 +146,14 @@ def export_to_runtime(
                 f"{reduced} is calibrated and judged on labelled images of the model's classes: pass data "
                 "(a folder with train/ and val/ class folders, or 'digits' for a digits model)"
             )
-        data_ = load_int8_data(data, img_size, calib_images, max_val)
-        check_classes(data_, model_classes, getattr(model, "num_classes", None))
+        data_ = load_int8_data(
+            data,
+            img_size,
+            calib_images,
+            max_val,
+            model_classes=model_classes,
+            num_classes=getattr(model, "num_classes", None),
+        )
     graph = backend.graph(model)
     example = torch.rand(batch, 3, *img_size)
     files = backend.files(path)

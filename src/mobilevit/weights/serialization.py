@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,52 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             return dict(load_file(str(path))), meta
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a legacy pickle
+        raise CheckpointError(
+            f"{path}: not a checkpoint ({_kind_of(head)}); expected a .safetensors file, a PyTorch "
+            ".pt / .pth file or a save_pretrained folder"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises many types on garbage; all mean "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        found = refused_global(e)
+        if found is not None:  # not torch's advice (weights_only=False), which would run its code
+            raise CheckpointError(
+                f"{path}: holds objects ({found}) other than tensors and plain containers, which are not "
+                "loaded here because building them can run code; re-save it as a state dict "
+                "(torch.save(model.state_dict(), ...)) or as safetensors"
+            ) from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({last_line(e)})") from e
     return _unwrap(obj, path), {}
+
+
+def refused_global(e: Exception) -> str | None:
+    """The global (e.g. ``io.open``) a ``weights_only`` load refused to build, or None when the
+    error means the file is simply not a readable pickle."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    return found.group(1) if found else None
+
+
+def last_line(e: Exception) -> str:
+    """The informative last line of a load error (torch's ends in pages of advice)."""
+    lines = [
+        x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("Check the documentation")
+    ]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _kind_of(head: bytes) -> str:
+    """What a file's first bytes say it is, for messages."""
+    for magic, kind in (
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"\x89PNG", "a PNG image"),
+        (b"GIF8", "a GIF image"),
+        (b"RIFF", "a RIFF file (WebP image?)"),
+        (b"\x08", "an ONNX model?"),
+    ):
+        if head.startswith(magic):
+            return kind
+    return "unknown format"
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

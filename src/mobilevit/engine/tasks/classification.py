@@ -75,7 +75,8 @@ class Classification(Task):
         self.num_classes = self.cfg.model.num_classes or len(self.classes)
         if self.num_classes != len(self.classes):
             raise TrainingError(
-                f"model.num_classes={self.num_classes} but {self.root / d.train_split} has {len(self.classes)} classes"
+                f"model.num_classes={self.num_classes} but {self.root / (d.train_split if train else d.val_split)} "
+                f"has {len(self.classes)} classes"
             )
         self.mix = BatchMix(self.num_classes, d.mixup_alpha, d.cutmix_alpha)
         return train_ds, val_ds
