@@ -93,8 +93,8 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="int8 / bf16: judge on a seeded subset of N validation images of every class (default: "
-        "all; they are held in memory, about 0.8 MB each at 256 px)",
+        help="int8 / bf16: judge on N validation images drawn at random (seeded) across the classes "
+        "(default: all; they are held in memory, about 0.8 MB each at 256 px)",
     )
     s.add_argument(
         "--int8-keep-slower",

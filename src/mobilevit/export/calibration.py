@@ -41,8 +41,9 @@ class Int8Source:
     """Which images calibrate and judge an export, and how they are preprocessed.
 
     ``data`` is ``"digits"`` or a folder with ``train/`` and ``val/`` class folders (named
-    ``train_split`` / ``val_split``, as training recorded them); ``eval_resize`` the shorter side before the centre crop (None: each image resized whole to the
-    export's size); ``why`` says where the choice came from, for the report.
+    ``train_split`` / ``val_split``, as training recorded them); ``eval_resize`` the shorter side
+    before the centre crop (None: each image resized whole to the export's size); ``why`` says where
+    the choice came from, for the report.
     """
 
     data: str
