@@ -56,7 +56,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises many types on garbage; all mean "not a checkpoint"
         found = refused_global(e)
-        if found is not None:  # not torch's advice (weights_only=False), which would run its code
+        if found is not None:  # a clear refusal, not torch's advice to load it with the full unpickler
             raise CheckpointError(
                 f"{path}: holds objects ({found}) other than tensors and plain containers, which are not "
                 "loaded here because building them can run code; re-save it as a state dict "
