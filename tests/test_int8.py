@@ -40,7 +40,8 @@ def _fake_timing(fp32_ms, int8_ms):
 def test_load_int8_data(digits):
     data = load_int8_data(digits, (48, 40), calib_images=10, max_val=30)
     assert data.calib.shape == (10, 3, 48, 40) and data.val.shape == (30, 3, 48, 40)
-    assert data.calib.dtype == np.float32 and data.val.min() >= 0.0 and data.val.max() <= 1.0
+    assert data.calib.dtype == np.float32 and data.calib.min() >= 0.0 and data.calib.max() <= 1.0
+    assert data.val.dtype == np.uint8  # a quarter of float32's memory: a whole val split is held
     assert data.classes == [str(i) for i in range(10)] and data.calib_split == "train"
     assert data.labels.shape == (30,) and len(set(data.labels.tolist())) > 1  # a sample of every class
 
@@ -58,9 +59,30 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path, digits, caplog):
 
 def test_batches_pad_the_last_one():
     x = np.arange(5, dtype=np.float32).reshape(5, 1)
-    got = padded_batches(x, 2)
+    got = list(padded_batches(x, 2))
     assert [n for _, n in got] == [2, 2, 1]
     assert got[-1][0].ravel().tolist() == [4.0, 4.0]
+
+
+def test_pixel_values_give_back_the_eval_transforms_floats_bit_for_bit(digits):
+    from PIL import Image
+
+    from mobilevit.data.transforms import EvalTransform
+    from mobilevit.export.batches import to_float, to_pixels
+
+    image = Image.open(sorted((digits / "val").rglob("*.png"))[0]).convert("RGB")
+    x = np.stack(
+        [EvalTransform(40, 56)(image).numpy(), EvalTransform(48, 48, "bicubic")(image).numpy()[:, :40, :40]]
+    )
+    pixels = to_pixels(x)
+    assert pixels.dtype == np.uint8 and np.array_equal(to_float(pixels), x)  # lossless
+    (batch, n), *_ = padded_batches(pixels, 4)
+    assert (
+        n == 2
+        and batch.dtype == np.float32
+        and np.array_equal(batch[:2], x)
+        and np.array_equal(batch[3], x[1])
+    )
 
 
 def test_slower_int8_is_refused_with_the_numbers(tmp_path, digits, classifier, monkeypatch):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .batches import to_pixels
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Int8Data:
-    """Images for calibration and validation, ``[N, 3, H, W]`` float32 in [0, 1], and the labels."""
+    """Images for calibration and validation, and the validation labels.
+
+    ``calib`` is ``[N, 3, H, W]`` float32 in [0, 1] (what the quantizers read); ``val`` holds the
+    same preprocessing's 8-bit pixel values, ``[M, 3, H, W]`` uint8, a quarter of float32's memory
+    (a whole validation split is held), which `padded_batches` turns into the same float32 batches
+    one batch at a time (`to_float`, bit for bit).
+    """
 
     calib: np.ndarray
     val: np.ndarray
@@ -203,7 +210,7 @@ def load_int8_data(
 
     skipped: list[str] = []
 
-    def stack(ds: ImageFolderDataset, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def stack(ds: ImageFolderDataset, indices: list[int], pixels: bool) -> tuple[np.ndarray, np.ndarray]:
         images, labels = [], []
         for i in indices:
             item = ds[i]
@@ -211,11 +218,11 @@ def load_int8_data(
                 log.warning("skipping unreadable image %s (%s)", item.path, item.error)
                 skipped.append(f"{item.path}: {item.error}")
                 continue
-            images.append(item[0].numpy())
+            images.append(to_pixels(item[0].numpy()) if pixels else item[0].numpy())
             labels.append(item[1])
         if not images:
             raise ExportError(f"no readable images in {ds.root}")
-        return np.stack(images).astype(np.float32), np.asarray(labels, dtype=np.int64)
+        return np.stack(images), np.asarray(labels, dtype=np.int64)
 
     train_split, val_split = source.train_split, source.val_split
     has_train = (root / train_split).is_dir()
@@ -230,8 +237,8 @@ def load_int8_data(
     val_idx = list(range(len(val_ds)))
     if max_val is not None and max_val < len(val_ds):  # a seeded subset of every class, not the first ones
         val_idx = sorted(rng.permutation(len(val_ds))[:max_val].tolist())
-    calib, _ = stack(calib_ds, calib_idx)
-    val, labels = stack(val_ds, val_idx)
+    calib, _ = stack(calib_ds, calib_idx, pixels=False)
+    val, labels = stack(val_ds, val_idx, pixels=True)
     return Int8Data(
         calib,
         val,

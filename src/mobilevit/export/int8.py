@@ -27,6 +27,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def run_batched(session: Any, images: np.ndarray, batch: int = 8) -> np.ndarray:
 
     Args:
         session: an onnxruntime session of a classifier.
-        images: ``[N, 3, H, W]`` float32.
+        images: ``[N, 3, H, W]`` float32, or uint8 pixel values (`to_float`).
         batch: the batch to run at when the session's is dynamic.
 
     Returns:
@@ -102,7 +103,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
-        def __init__(self, batches: list[tuple[np.ndarray, int]]) -> None:
+        def __init__(self, batches: Iterator[tuple[np.ndarray, int]]) -> None:
             self.it = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -182,7 +183,7 @@ def compare_int8(
         model_classes=model_classes,
     )
     batch = _model_batch(fp32) or 1
-    x = padded_batches(data.val[:batch], batch)[0][0]
+    x, _ = next(padded_batches(data.val[:batch], batch))
     ms = _time_sessions(fp32, int8, x, rounds, budget_s)
     timing = Int8Timing(
         fp32_ms_per_image=ms["fp32"],

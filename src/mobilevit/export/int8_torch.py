@@ -215,13 +215,14 @@ def predict_fixed_batch(module: nn.Module, images: np.ndarray | torch.Tensor, ba
 
     Args:
         module: any module mapping a batch to logits.
-        images: ``[N, 3, H, W]`` float.
+        images: ``[N, 3, H, W]`` float, or uint8 pixel values (`to_float`: ``k / 255``).
         batch: the one batch size the module sees.
 
     Returns:
         The outputs ``[N, ...]`` as float32 numpy.
     """
-    x = _as_tensor(images, "images").numpy()
+    pixels = isinstance(images, np.ndarray) and images.dtype == np.uint8
+    x = images if pixels else _as_tensor(images, "images").numpy()
     with torch.no_grad():
         return np.concatenate(
             [module(torch.from_numpy(chunk))[:n].float().numpy() for chunk, n in padded_batches(x, batch)]
@@ -242,7 +243,8 @@ def int8_sensitivity(
     Args:
         model: a classifier.
         calib: calibration images ``[N, 3, H, W]`` float.
-        images: validation images ``[M, 3, H, W]`` float, the model's preprocessing.
+        images: validation images ``[M, 3, H, W]`` float or uint8 pixel values, the model's
+            preprocessing.
         labels: their class indices ``[M]``.
         units: the module names to try (default: `int8_units`).
         compile: score the compiled int8 graphs (oneDNN kernels, one compile per unit) instead of

@@ -166,7 +166,7 @@ def logits_of(run: Runner, images: np.ndarray, batch: int) -> np.ndarray:
 
     Args:
         run: the file's runner.
-        images: ``[N, 3, H, W]`` float32.
+        images: ``[N, 3, H, W]`` float32, or uint8 pixel values (`to_float`).
         batch: the file's fixed batch.
 
     Returns:
