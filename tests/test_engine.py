@@ -182,6 +182,21 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(task, tmp_pat
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+def test_a_resumed_epoch_records_the_time_of_every_part(tmp_path, data):
+    out = tmp_path / "run"
+    slow = Trainer(cfg_for("classification", data, out, "optim.epochs=1", "run.max_steps=3"))
+    loss = slow.task.loss
+    slow.task.loss = lambda model, batch: (time.sleep(1.0), loss(model, batch))[1]  # 3 slow steps
+    first = slow.fit()
+    assert first["stopped"] == "run.max_steps=3" and first["epochs_done"] == 0
+    before = torch.load(out / "resume.pt", weights_only=True)["train_state"]["epoch_seconds"]
+    assert 3.0 <= before <= first["seconds"]  # the stopped part, kept in the resume file
+    assert train(cfg_for("classification", data, out, "optim.epochs=1"))["stopped"] is None
+    (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["epoch_seconds"] > before  # both parts (the fast rest alone took well under 3 s)
+    assert torch.load(out / "resume.pt", weights_only=True)["train_state"]["epoch_seconds"] == 0.0
+
+
 def test_auto_resume_refuses_a_folder_of_another_config(tmp_path, data):
     out = tmp_path / "run"
     first = train(cfg_for("classification", data, out, "optim.epochs=2", "run.max_steps=3"))

@@ -74,6 +74,7 @@ class TrainState:
     skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss
     bad_files: list[str] = field(default_factory=list)
     seen_files: int = 0
+    epoch_seconds: float = 0.0  # time earlier processes spent in the current epoch (a stopped run)
 
 
 def use_channels_last(setting: str, device: torch.device, bf16: bool = False) -> bool:
@@ -214,6 +215,7 @@ class Trainer:
         self.state = TrainState()
         self._stop_signal: str | None = None
         self._steps_at_start = 0
+        self._epoch_start = time.perf_counter()  # when this process started the current epoch
         self.stopped: str | None = None
         if self.resume_from is not None:
             self._load_resume(self.resume_from)
@@ -519,6 +521,7 @@ class Trainer:
         if not self._agree(reason is not None):
             return False
         self.stopped = reason or "another rank stopped"
+        self.state.epoch_seconds += time.perf_counter() - self._epoch_start
         path = self.write_resume()
         if self.info.is_main:
             log.warning(
@@ -546,7 +549,7 @@ class Trainer:
         start = time.perf_counter()
         try:
             while st.epoch < cfg.optim.epochs:
-                epoch_start = time.perf_counter()
+                self._epoch_start = time.perf_counter()
                 train = self.train_one_epoch()
                 if train is None:
                     break
@@ -557,11 +560,10 @@ class Trainer:
                 }
                 if (st.epoch + 1) % cfg.run.eval_every == 0 or st.epoch + 1 == cfg.optim.epochs:
                     self._evaluate_and_keep_best(row)
-                row["epoch_seconds"] = (
-                    time.perf_counter() - epoch_start
-                )  # training + evaluation, this process
+                # training + evaluation, with the part before a stop when the epoch was resumed
+                row["epoch_seconds"] = st.epoch_seconds + time.perf_counter() - self._epoch_start
                 st.epoch += 1
-                st.step_in_epoch = 0
+                st.step_in_epoch, st.epoch_seconds = 0, 0.0
                 if self.metrics is not None:
                     self.metrics.append(row)
                     plot_curves(
