@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mobilevit import create_model
 from mobilevit.cli import main
-from mobilevit.data import BadSample, ImageFolderDataset
+from mobilevit.data import BadSample, EvalTransform, ImageFolderDataset
 from mobilevit.data.images import read_rgb
 from mobilevit.engine import evaluate_weights
 from mobilevit.export import ExportError, int8_source, load_int8_data
@@ -87,6 +88,16 @@ def test_predict_follows_the_recorded_interpolation(tmp_path):
     model, _ = load_model(w)
     cfg = model.pretrained_cfg
     assert (cfg["crop_size"], cfg["resize_size"], cfg["interpolation"]) == (32, 48, "bicubic")
+    _photo(3, size=64).save(tmp_path / "p.png")
+    (got,) = predict_images(model, ["a", "b"], [tmp_path / "p.png"], topk=2)
+    probs = {}
+    for interp in ("bicubic", "bilinear"):
+        with torch.no_grad():
+            x = EvalTransform(32, 48, interp)(Image.open(tmp_path / "p.png").convert("RGB"))[None]
+            probs[interp] = model(x).softmax(-1)[0]
+    top = {t["class"]: t["prob"] for t in got["top"]}
+    assert top == pytest.approx({"a": float(probs["bicubic"][0]), "b": float(probs["bicubic"][1])}, abs=1e-6)
+    assert not torch.allclose(probs["bicubic"], probs["bilinear"], atol=1e-6)  # the two differ here
 
 
 def test_eval_keeps_the_recorded_preprocessing_above_the_recipe(folder, tmp_path):

@@ -263,3 +263,5 @@ def test_keep_rule_flags_out_of_range_are_refused_before_the_weights_are_read(tm
     assert "--max-drop must be >= 0 points, got -1" in capsys.readouterr().err
     assert main([*args, "--min-agreement", "1.5"]) == 2
     assert "--min-agreement must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*args, "--int8-val-images", "0"]) == 2
+    assert "--int8-val-images must be >= 1, got 0" in capsys.readouterr().err

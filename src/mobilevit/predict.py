@@ -11,6 +11,7 @@ from torch import nn
 
 from .data import EvalTransform
 from .data.images import IMAGE_READ_ERRORS, read_rgb
+from .data.transforms import supported_interpolation
 from .loading import class_names, imagenet_classes, load_model
 
 __all__ = [
@@ -36,13 +37,6 @@ def load_classifier(weights: str | Path, model_name: str | None = None) -> tuple
     return _load_task(weights, "classification", model_name)
 
 
-def _interpolation(cfg: dict[str, Any]) -> str:
-    """The recorded resize interpolation where `EvalTransform` has it (timm's cfgs also name e.g.
-    ``bicubic``), else bilinear."""
-    interp = cfg.get("interpolation", "bilinear")
-    return interp if interp in ("bilinear", "bicubic") else "bilinear"
-
-
 @torch.no_grad()
 def predict_images(
     model: nn.Module, classes: list[str], paths: list[str | Path], img_size: int | None = None, topk: int = 5
@@ -56,7 +50,7 @@ def predict_images(
     flip = cfg.get("channel_order") == "BGR"
     crop = img_size or cfg.get("crop_size") or 256
     resize = cfg.get("resize_size") if crop == cfg.get("crop_size") else None
-    tf = EvalTransform(crop, resize, _interpolation(cfg))
+    tf = EvalTransform(crop, resize, supported_interpolation(cfg.get("interpolation")) or "bilinear")
     out = []
     for p in paths:
         try:

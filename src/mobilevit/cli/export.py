@@ -94,7 +94,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="N",
         help="int8 / bf16: judge on N validation images drawn at random (seeded) across the classes "
-        "(default: all; they are held in memory, about 0.8 MB each at 256 px)",
+        "(default: all; they are held in memory as 8-bit pixels, about 0.2 MB each at 256 px)",
     )
     s.add_argument(
         "--int8-keep-slower",

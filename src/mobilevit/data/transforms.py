@@ -21,6 +21,12 @@ from .sampler import SampleKey, sample_rng
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
+def supported_interpolation(name: str | None) -> str | None:
+    """``name`` where these transforms have it (``bilinear``, ``bicubic``), else None (the caller's
+    default): a checkpoint's config may name others (timm's, for instance, ``random``)."""
+    return name if name in _INTERP else None
+
+
 @dataclass
 class TrainTransform:
     """RandomResizedCrop(scale) to the key's (h, w) + horizontal flip, to float RGB in [0, 1]."""

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..data import MultiScaleBatchSampler
+from ..data.transforms import supported_interpolation
 from ..loading import load_model
 from ..weights import WeightsMeta
 from . import dist as D
@@ -71,8 +72,9 @@ def evaluate_weights(
             "eval_resize": cfg_.get("resize_size", 0),
             "interpolation": cfg_.get("interpolation", "bilinear"),
         }
-        if pre.get("interpolation") not in ("bilinear", "bicubic"):
-            pre.pop("interpolation", None)
+        interpolation = supported_interpolation(pre.pop("interpolation", None))
+        if interpolation:  # (else the recipe's, or the config's default)
+            pre["interpolation"] = interpolation
         base["data"] = pre
         pinned = [f"data.{k}={v}" for k, v in pre.items()] if config is not None else []
     cfg = load_config(config, [*pinned, *(overrides or [])], base=base)
