@@ -319,8 +319,7 @@ def main() -> None:
         "Reduced precision on real photos (Imagenette)",
         body,
         "python benchmarks/int8_real.py --weights "
-        + " ".join(sorted({r["weights"] for r in rows}))
-        + " (each path's row: the date in the table)",
+        + " ".join(sorted({r["weights"] for r in rows})),
     )
     figures = {
         f"{r['arch']}.{r['path']}{'.' + '+'.join(r['keep_float']) if r.get('keep_float') else ''}": (

@@ -331,7 +331,7 @@ def main() -> None:
         args.doc,
         "Inference latency: every path, ours and the peers",
         _doc_body(args, rows, params, flops, (peak_start, peak_end), seconds, int8_check, matched, pairs),
-        "python " + " ".join(sys.argv),
+        "python benchmarks/latency.py " + " ".join(sys.argv[1:]),
     )
     out = figures(rows, args.models, peak, info)
     int8_path = out["int8_path_s"]
