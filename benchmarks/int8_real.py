@@ -318,8 +318,7 @@ def main() -> None:
         "int8_real_photos.md",
         "Reduced precision on real photos (Imagenette)",
         body,
-        "python benchmarks/int8_real.py --weights "
-        + " ".join(sorted({r["weights"] for r in rows})),
+        "python benchmarks/int8_real.py --weights " + " ".join(sorted({r["weights"] for r in rows})),
     )
     figures = {
         f"{r['arch']}.{r['path']}{'.' + '+'.join(r['keep_float']) if r.get('keep_float') else ''}": (

@@ -214,7 +214,10 @@ def test_auto_resume_refuses_a_folder_of_another_config(tmp_path, data):
 def test_a_fresh_start_in_a_used_folder_keeps_only_its_own_metrics(tmp_path, data):
     out = tmp_path / "run"
     assert train(cfg_for("classification", data, out, "optim.epochs=1"))["stopped"] is None
-    assert train(cfg_for("classification", data, out, "optim.epochs=1", "run.auto_resume=false"))["stopped"] is None
+    assert (
+        train(cfg_for("classification", data, out, "optim.epochs=1", "run.auto_resume=false"))["stopped"]
+        is None
+    )
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]  # not the first run's row and then its own
     assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header + one row
