@@ -19,6 +19,9 @@ from _common import REPO, copy_curves, epoch_table, print_json_last, train_and_e
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "imagenette160"
 
 
+RECALIBRATE_DEFAULT = [50, 100, 200]
+
+
 def run_minutes(out: Path, rows: list[dict]) -> tuple[float, str]:
     """Training + evaluation time: the rows' own epoch times, or (runs from before they were
     recorded) the time report.md gives, which the engine writes when the training ends."""
@@ -40,7 +43,7 @@ def main() -> None:
         "--recalibrate",
         type=int,
         nargs="*",
-        default=[50, 100, 200],
+        default=RECALIBRATE_DEFAULT,
         help="also evaluate the final EMA model with its BatchNorm statistics re-estimated on this "
         "many training batches (what ema.recalibrate_bn=N would evaluate at the end)",
     )
@@ -100,6 +103,11 @@ def main() -> None:
         " ".join(
             [
                 f"python benchmarks/imagenette_recipe.py --model {args.model}",
+                *(
+                    [" ".join(["--recalibrate", *map(str, args.recalibrate)])]
+                    if args.recalibrate != RECALIBRATE_DEFAULT
+                    else []
+                ),
                 *([f"--out-dir {args.out_dir}"] if args.out_dir else []),
                 *args.overrides,
             ]

@@ -265,3 +265,30 @@ def test_keep_rule_flags_out_of_range_are_refused_before_the_weights_are_read(tm
     assert "--min-agreement must be in [0, 1], got 1.5" in capsys.readouterr().err
     assert main([*args, "--int8-val-images", "0"]) == 2
     assert "--int8-val-images must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):
+    import onnx
+
+    from mobilevit.export import export_onnx
+
+    model = randomize(create_model("mobilevit_xxs", num_classes=10)).eval()
+    export_onnx(model, tmp_path / "fp32.onnx", (64, 64))
+    calib = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
+
+    def float_convs(keep):
+        int8_mod.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, keep_float=keep)
+        graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+        dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return {n.name for n in graph.node if n.op_type == "Conv" and not dq & set(n.input)}
+
+    kept = float_convs(["stem", "stages.0.0"])
+    assert kept == {
+        "/stem/conv/Conv",
+        *(f"/stages.0/stages.0.0/{m}/conv/Conv" for m in ("expand", "dw", "project")),
+    }
+    assert float_convs([]) == set()
+    with pytest.raises(ExportError, match=r"'stages.9.9' name no part of this ONNX graph"):
+        int8_mod.quantize_int8(
+            tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, keep_float=["stages.9.9"]
+        )

@@ -53,6 +53,11 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
 
+    def clear(self) -> None:
+        """On a fresh start: remove an earlier run's rows (`append` writes the files again)."""
+        self.jsonl.unlink(missing_ok=True)
+        self.csv.unlink(missing_ok=True)
+
     def truncate_after(self, epoch: int) -> None:
         """On resume: drop rows of epochs the resumed run will redo."""
         keep = [r for r in self.rows() if r["epoch"] <= epoch]

@@ -546,7 +546,7 @@ class Trainer:
                 cfg.optim.epochs,
             )
         if self.metrics is not None and st.epoch == 0 and st.step_in_epoch == 0:
-            self.metrics.truncate_after(0)  # a fresh start: an earlier run's rows in this folder go
+            self.metrics.clear()  # a fresh start: an earlier run's rows in this folder go
         old = self._install_signals()
         start = time.perf_counter()
         try:

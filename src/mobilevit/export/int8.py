@@ -27,7 +27,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,37 @@ def run_batched(session: Any, images: np.ndarray, batch: int = 8) -> np.ndarray:
     return np.concatenate([session.run(None, {name: x})[0][:n] for x, n in padded_batches(images, batch)])
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray, batch: int = 8) -> None:
+def _scope(unit: str) -> str:
+    """The node-name prefix torch's (TorchScript) ONNX exporter gives module ``unit``: ``/stem/``
+    for a top-level module, ``/stages.0/stages.0.0/`` for a block of a stage (a list's items are
+    scoped by their whole dotted name, one level after another)."""
+    parts = unit.split(".")
+    if len(parts) == 1:
+        return f"/{unit}/"
+    return "/" + "/".join(".".join(parts[:i]) for i in range(2, len(parts) + 1)) + "/"
+
+
+def _nodes_of_units(graph_nodes: Sequence[str], units: Sequence[str]) -> list[str]:
+    """The ONNX node names that belong to module names ``units`` (``stem``, ``stages.0``,
+    ``stages.0.0``, ``head``: `int8_units` lists the blocks), in graph order; a unit that names no
+    node is an `ExportError`."""
+    prefixes = {unit: _scope(unit) for unit in units}
+    empty = [u for u, pre in prefixes.items() if not any(n.startswith(pre) for n in graph_nodes)]
+    if empty:
+        raise ExportError(
+            f"keep_float: {', '.join(map(repr, empty))} name no part of this ONNX graph; "
+            "use module names such as 'stem', 'stages.0.0' or 'head' (mobilevit.export.int8_units)"
+        )
+    return [n for n in graph_nodes if any(n.startswith(pre) for pre in prefixes.values())]
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib: np.ndarray,
+    batch: int = 8,
+    keep_float: Sequence[str] = (),
+) -> None:
     """onnxruntime static quantization of ``fp32_path`` into ``out_path``: QDQ, int8 weights per
     output channel, int8 activations calibrated (min / max) on ``calib``.
 
@@ -93,7 +123,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
         out_path: where the int8 file goes.
         calib: calibration images ``[N, 3, H, W]`` float32.
         batch: the calibration batch where the model's batch is dynamic.
+        keep_float: module names (``stages.0.0``, ``stem``, ``head``) whose nodes stay fp32
+            (onnxruntime's ``nodes_to_exclude``), as `quantize_int8_torch`'s ``keep_float``.
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -121,6 +154,11 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
         pre = Path(tmp) / "pre.onnx"
         # shape inference and constant folding first, as onnxruntime recommends before quantizing
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        excluded = (
+            _nodes_of_units([n.name for n in onnx.load(str(pre)).graph.node], keep_float)
+            if keep_float
+            else []
+        )
         quantize_static(
             str(pre),
             str(out_path),
@@ -130,6 +168,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
         )
 
 
@@ -211,6 +250,7 @@ def export_int8(
     max_drop: float = DEFAULT_MAX_DROP,
     min_agreement: float | None = None,
     budget_s: float = 10.0,
+    keep_float: Sequence[str] = (),
 ) -> Int8Report:
     """Write an int8 ONNX classifier at ``path`` if it is faster than fp32 here (or ``keep_slower``)
     and loses at most ``max_drop`` points of top-1 on ``data``'s validation images.
@@ -233,6 +273,7 @@ def export_int8(
         min_agreement: a top-1 agreement with fp32 the file must reach too (None: only where
             accuracy cannot be computed).
         budget_s: about how long the timing takes.
+        keep_float: module names whose nodes stay fp32 (see `quantize_int8`).
 
     Returns:
         The `Int8Report`. Raises `Int8NotFaster` or
@@ -260,7 +301,7 @@ def export_int8(
     path.unlink(missing_ok=True)  # never leave an older model under the name of this one
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-", dir=path.parent) as tmp:
         candidate = Path(tmp) / path.name
-        quantize_int8(fp32_path, candidate, data_.calib)
+        quantize_int8(fp32_path, candidate, data_.calib, keep_float=keep_float)
         accuracy, timing = compare_int8(
             fp32_path, candidate, data_, model_classes=model_classes, budget_s=budget_s
         )
