@@ -29,11 +29,10 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from _common import DOCS, REPO, print_json_last, write_doc
 
@@ -76,7 +75,14 @@ def measure(
     """Every path of ``weights``: accuracy on the whole val split and batch-1 latency; where the
     PyTorch x86 path loses more than ``max_drop`` points, its per-block sensitivity pass and the
     blocks kept in fp32 that bring it within."""
-    from mobilevit.export import export_executorch, export_int8, export_litert, export_openvino
+    from mobilevit.export import (
+        export_executorch,
+        export_int8,
+        export_litert,
+        export_openvino,
+        int8_sensitivity,
+        int8_sensitivity_onnx,
+    )
     from mobilevit.export.executorch import load_executorch
     from mobilevit.export.litert import load_litert
     from mobilevit.export.onnx import ort_session
@@ -94,16 +100,21 @@ def measure(
     )
     cache: dict[str, Any] = {}
 
+    def int8_data() -> Any:
+        """The calibration and val images, read once."""
+        if "data" not in cache:
+            cache["data"] = load_int8_data(source, size, calib_images=calib_images)
+        return cache["data"]
+
     def compiled_data() -> Any:
         """The images and, once, the BN-folded fp32 model's logits on them (the x86 path's reference)."""
-        if "data" not in cache:
+        if "ref" not in cache:
             from mobilevit.export import optimize_for_inference
             from mobilevit.export.int8_torch import predict_fixed_batch
 
-            data = cache["data"] = load_int8_data(source, size, calib_images=calib_images)
             cache["fp32"] = optimize_for_inference(model)
-            cache["ref"] = predict_fixed_batch(cache["fp32"], data.val)
-        return cache["data"], cache["fp32"], cache["ref"]
+            cache["ref"] = predict_fixed_batch(cache["fp32"], int8_data().val)
+        return int8_data(), cache["fp32"], cache["ref"]
 
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-real-") as tmp:
         t = Path(tmp)
@@ -151,17 +162,42 @@ def measure(
             )
             print(f"{meta.arch} {name}: {rows[-1]}", flush=True)
             if name in ("compiled_int8", "onnxruntime_int8") and acc.top1_drop_pt > max_drop:
-                ranking, seconds, fixes = (
-                    keep_float_until(model, *compiled_data(), classes, max_drop, x, iters)
+                data = int8_data()
+                t1 = time.perf_counter()
+                ranking = (
+                    int8_sensitivity(model, data.calib, data.val, data.labels, compile=True)
                     if name == "compiled_int8"
-                    else ort_keep_float_until(model, compiled_data()[0], t, common, max_drop, x, iters)
+                    else int8_sensitivity_onnx(model, data.calib, data.val, data.labels)
                 )
+                seconds = time.perf_counter() - t1
+                build = (
+                    (lambda keep: _compiled(model, *compiled_data(), classes, tuple(keep)))
+                    if name == "compiled_int8"
+                    else (lambda keep: _onnx_keeping(model, t, size, keep, common))
+                )
+                fixes = keep_float_until(ranking, build, max_drop, x, iters)
                 rows[-1] |= {"sensitivity": ranking, "sensitivity_seconds": seconds}
                 rows += [
                     {"weights": str(weights), "arch": meta.arch, "path": f"{name}, blocks in fp32", **f}
                     for f in fixes
                 ]
     return rows
+
+
+def _onnx_keeping(
+    model: Any, tmp: Path, size: tuple[int, int], keep: list[str], common: dict[str, Any]
+) -> Any:
+    """onnxruntime int8 with ``keep`` in fp32: its accuracy check, the fp32 and int8 runners."""
+    from mobilevit.export import export_int8
+    from mobilevit.export.onnx import ort_session
+
+    acc = export_int8(model, tmp / "k.onnx", size, keep_slower=True, keep_float=keep, **common).accuracy
+    fp32, int8 = ort_session(tmp / "k.fp32.onnx"), ort_session(tmp / "k.onnx")
+    return (
+        replace(acc, computed_as=f"int8 ({', '.join(keep)} in fp32)"),
+        lambda a: fp32.run(None, {"image": a}),
+        lambda a: int8.run(None, {"image": a}),
+    )
 
 
 def _compiled(
@@ -188,123 +224,34 @@ def _compiled(
 
 
 def keep_float_until(
-    model: Any,
-    data: Any,
-    fp32: Any,
-    ref: Any,
-    classes: Any,
+    ranking: list[dict[str, Any]],
+    build: Any,
     max_drop: float,
     x: torch.Tensor,
     iters: int,
     most: int = 4,
-) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
-    """The per-block sensitivity pass of the PyTorch x86 path, then its fix: quantize one block
-    at a time (compiled, as the path runs) to rank what each costs, and keep the costliest blocks
-    in fp32, one more at a time (at most ``most``), until the drop is within ``max_drop``.
-    Returns (the ranking, the pass's seconds, one row per tried fix with its accuracy and latency)."""
-    from mobilevit.export import int8_sensitivity
-
-    t0 = time.perf_counter()
-    ranking = int8_sensitivity(model, data.calib, data.val, data.labels, compile=True)
-    seconds = time.perf_counter() - t0
+) -> list[dict[str, Any]]:
+    """A path's fix after its sensitivity pass: keep the costliest blocks of ``ranking`` in fp32,
+    one more at a time (at most ``most``), until the drop is within ``max_drop``. ``build(keep)``
+    gives (accuracy check, fp32 runner, reduced runner) with ``keep`` in fp32. One row per tried
+    fix, with its accuracy and latency."""
     fixes = []
     for n in range(1, min(most, len(ranking)) + 1):
-        keep = tuple(r["unit"] for r in ranking[:n])
+        keep = [r["unit"] for r in ranking[:n]]
         t1 = time.perf_counter()
-        acc, fp32_run, reduced_run = _compiled(model, data, fp32, ref, classes, keep)
+        acc, fp32_run, reduced_run = build(keep)
         fixes.append(
             {
                 **{k: v for k, v in asdict(acc).items() if k != "skipped_images"},
                 **_time(fp32_run, reduced_run, x, iters),
-                "keep_float": list(keep),
+                "keep_float": keep,
                 "seconds": time.perf_counter() - t1,
             }
         )
         print(f"keep float {keep}: drop {acc.top1_drop_pt:.2f} pt", flush=True)
         if acc.top1_drop_pt <= max_drop:
             break
-    return ranking, seconds, fixes
-
-
-def ort_sensitivity(
-    model: Any, data: Any, tmp: Path, units: list[str], batch: int = 32
-) -> list[dict[str, Any]]:
-    """onnxruntime's per-block sensitivity pass: one block quantized at a time (the others kept in
-    fp32 with `quantize_int8`'s ``keep_float``), scored on every val image against the fp32 file,
-    both with a dynamic batch run at ``batch``. The costliest first."""
-    from mobilevit.export import export_onnx
-    from mobilevit.export.int8 import quantize_int8, run_batched
-    from mobilevit.export.onnx import ort_session
-
-    size = tuple(data.calib.shape[-2:])
-    fp32 = export_onnx(model, tmp / "sens.fp32.onnx", size, dynamic_batch=True).path
-    labels = np.asarray(data.labels)
-    ref = run_batched(ort_session(Path(fp32)), data.val, batch).argmax(1)
-    ref_top1 = float((ref == labels).mean())
-    rows = []
-    for unit in units:
-        t0 = time.perf_counter()
-        quantize_int8(fp32, tmp / "sens.onnx", data.calib, keep_float=[u for u in units if u != unit])
-        got = run_batched(ort_session(tmp / "sens.onnx"), data.val, batch).argmax(1)
-        top1 = float((got == labels).mean())
-        rows.append(
-            {
-                "unit": unit,
-                "top1": top1,
-                "drop_pt": 100 * (ref_top1 - top1),
-                "agreement": float((got == ref).mean()),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        print(f"onnxruntime sensitivity {unit}: drop {rows[-1]['drop_pt']:.2f} pt", flush=True)
-    return sorted(rows, key=lambda r: -r["drop_pt"])
-
-
-def ort_keep_float_until(
-    model: Any,
-    data: Any,
-    tmp: Path,
-    common: dict[str, Any],
-    max_drop: float,
-    x: torch.Tensor,
-    iters: int,
-    most: int = 4,
-) -> tuple[list[dict[str, Any]], float, list[dict[str, Any]]]:
-    """The onnxruntime path's sensitivity pass, then its fix: the costliest blocks kept in fp32
-    (``export_int8(keep_float=...)``), one more at a time (at most ``most``), until the drop is
-    within ``max_drop``. Returns (the ranking, the pass's seconds, one row per tried fix)."""
-    from mobilevit.export import export_int8, int8_units
-    from mobilevit.export.onnx import ort_session
-
-    t0 = time.perf_counter()
-    ranking = ort_sensitivity(model, data, tmp, int8_units(model))
-    seconds = time.perf_counter() - t0
-    size = tuple(data.calib.shape[-2:])
-    fixes = []
-    for n in range(1, min(most, len(ranking)) + 1):
-        keep = [r["unit"] for r in ranking[:n]]
-        t1 = time.perf_counter()
-        report = export_int8(model, tmp / "k.onnx", size, keep_slower=True, keep_float=keep, **common)
-        acc = report.accuracy
-        fp32_s, int8_s = ort_session(tmp / "k.fp32.onnx"), ort_session(tmp / "k.onnx")
-        fixes.append(
-            {
-                **{k: v for k, v in asdict(acc).items() if k != "skipped_images"},
-                "computed_as": f"int8 ({', '.join(keep)} in fp32)",
-                **_time(
-                    lambda a, s=fp32_s: s.run(None, {"image": a}),
-                    lambda a, s=int8_s: s.run(None, {"image": a}),
-                    x,
-                    iters,
-                ),
-                "keep_float": keep,
-                "seconds": time.perf_counter() - t1,
-            }
-        )
-        print(f"onnxruntime keep float {keep}: drop {acc.top1_drop_pt:.2f} pt", flush=True)
-        if acc.top1_drop_pt <= max_drop:
-            break
-    return ranking, seconds, fixes
+    return fixes
 
 
 def _key(r: dict[str, Any]) -> tuple[str, str]:

@@ -292,3 +292,27 @@ def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):
         int8_mod.quantize_int8(
             tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, keep_float=["stages.9.9"]
         )
+
+
+def test_onnxruntime_sensitivity_pass_scores_one_block_at_a_time(tmp_path):
+    from mobilevit.export import export_onnx, int8_sensitivity_onnx
+    from mobilevit.export.onnx import ort_session
+
+    model = randomize(create_model("mobilevit_xxs", num_classes=10)).eval()
+    rng = np.random.default_rng(0)
+    calib = rng.random((8, 3, 64, 64), dtype=np.float32)
+    val, labels = rng.random((16, 3, 64, 64), dtype=np.float32), rng.integers(0, 10, 16)
+    units = ["stem", "stages.0.0", "head"]
+    rows = int8_sensitivity_onnx(model, calib, val, labels, units=units, batch=8)
+    assert sorted(r["unit"] for r in rows) == sorted(units)
+    assert [r["drop_pt"] for r in rows] == sorted((r["drop_pt"] for r in rows), reverse=True)
+    # the row of "stem" is the file with everything but the stem in fp32
+    export_onnx(model, tmp_path / "fp32.onnx", (64, 64), dynamic_batch=True)
+    int8_mod.quantize_int8(
+        tmp_path / "fp32.onnx", tmp_path / "q.onnx", calib, keep_float=["stages.0.0", "head"]
+    )
+    got = int8_mod.run_batched(ort_session(tmp_path / "q.onnx"), val, 8).argmax(1)
+    (stem,) = [r for r in rows if r["unit"] == "stem"]
+    assert stem["top1"] == float((got == labels).mean())
+    ref = int8_mod.run_batched(ort_session(tmp_path / "fp32.onnx"), val, 8).argmax(1)
+    assert stem["agreement"] == float((got == ref).mean())

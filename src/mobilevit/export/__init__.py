@@ -5,7 +5,7 @@ images. Every export returns an `ExportReport` (`reports`)."""
 from .calibration import Int8Data, Int8Source, int8_source, load_int8_data
 from .errors import ExportError
 from .executorch import export_executorch
-from .int8 import Int8NotFaster, Int8TooInaccurate, export_int8
+from .int8 import Int8NotFaster, Int8TooInaccurate, export_int8, int8_sensitivity_onnx
 from .int8_torch import (
     Int8Compiled,
     Int8Unavailable,
@@ -43,6 +43,7 @@ __all__ = [
     "fold_batchnorm",
     "int8_source",
     "int8_sensitivity",
+    "int8_sensitivity_onnx",
     "int8_units",
     "load_int8_data",
     "load_int8_torch",

@@ -172,6 +172,44 @@ def quantize_int8(
         )
 
 
+def int8_sensitivity_onnx(
+    model: nn.Module,
+    calib: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    units: Sequence[str] | None = None,
+    batch: int = 32,
+) -> list[dict[str, Any]]:
+    """What each part of ``model`` costs in onnxruntime's int8: quantize one unit at a time (the
+    rest kept in fp32 by `quantize_int8`'s ``keep_float``) and score top-1 on labelled ``images``
+    against the fp32 ONNX file, as `int8_sensitivity` does for PyTorch's int8.
+
+    Args:
+        model: a classifier.
+        calib: calibration images ``[N, 3, H, W]`` float32.
+        images: validation images ``[M, 3, H, W]``, float32 or uint8 pixel values.
+        labels: their class indices ``[M]``.
+        units: the module names to try (default: `int8_units`).
+        batch: the batch the files run at (they are exported with a dynamic batch).
+
+    Returns:
+        One dict per unit, the most costly first: ``unit``, ``top1``, ``drop_pt``, ``agreement``,
+        ``seconds``.
+    """
+    from .int8_torch import int8_units, rank_units
+
+    units = list(units) if units is not None else int8_units(model)
+    with tempfile.TemporaryDirectory(prefix="mobilevit-int8-sensitivity-") as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model, fp32, tuple(calib.shape[-2:]), dynamic_batch=True)
+
+        def quantized_only(unit: str) -> np.ndarray:
+            quantize_int8(fp32, int8, calib, keep_float=[u for u in units if u != unit])
+            return run_batched(ort_session(int8), images, batch)
+
+        return rank_units(units, quantized_only, run_batched(ort_session(fp32), images, batch), labels)
+
+
 def _time_sessions(fp32: Any, int8: Any, x: np.ndarray, rounds: int, budget_s: float) -> dict[str, float]:
     """ms per image of each session on ``x``, alternating rounds; about ``budget_s`` seconds in all."""
 

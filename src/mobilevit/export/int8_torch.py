@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,15 +256,41 @@ def int8_sensitivity(
     """
     fast = optimize_for_inference(model, channels_last=False)
     units = list(units) if units is not None else int8_units(fast)
+
+    def quantized_only(unit: str) -> np.ndarray:
+        q = quantize_int8_torch(model, calib, compile=compile, keep_float=[u for u in units if u != unit])
+        return predict_fixed_batch(q, images)
+
+    return rank_units(units, quantized_only, predict_fixed_batch(fast, images), labels)
+
+
+def rank_units(
+    units: Sequence[str],
+    logits_with_only: Callable[[str], np.ndarray],
+    fp32_logits: np.ndarray,
+    labels: np.ndarray,
+) -> list[dict[str, Any]]:
+    """A sensitivity pass's ranking, whatever the quantizer: ``logits_with_only(unit)`` gives the
+    logits with that unit alone quantized, scored against ``labels`` and the fp32 ``fp32_logits``.
+
+    Args:
+        units: the module names to try, one at a time.
+        logits_with_only: builds and runs the model with only that unit quantized; returns its
+            logits ``[M, classes]`` on the labelled images.
+        fp32_logits: the fp32 model's logits ``[M, classes]`` on the same images.
+        labels: their class indices ``[M]``.
+
+    Returns:
+        One dict per unit, the most costly first: ``unit``, ``top1``, ``drop_pt`` (against fp32),
+        ``agreement`` (top-1 with fp32), ``seconds``.
+    """
     labels = np.asarray(labels)
-    ref = predict_fixed_batch(fast, images).argmax(1)
+    ref = fp32_logits.argmax(1)
     ref_top1 = float((ref == labels).mean())
     rows = []
     for unit in units:
         t0 = time.perf_counter()
-        others = [u for u in units if u != unit]
-        q = quantize_int8_torch(model, calib, compile=compile, keep_float=others)
-        got = predict_fixed_batch(q, images).argmax(1)
+        got = logits_with_only(unit).argmax(1)
         top1 = float((got == labels).mean())
         rows.append(
             {
