@@ -13,8 +13,12 @@ import argparse
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from _common import REPO, copy_curves, epoch_table, print_json_last, train_and_evaluate, write_doc
+from scipy.stats import binomtest
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "imagenette160"
 
@@ -33,6 +37,28 @@ def run_minutes(out: Path, rows: list[dict]) -> tuple[float, str]:
         if found
         else (float("nan"), "unknown")
     )
+
+
+def correct_per_image(trainer: Any, model: Any) -> np.ndarray:
+    """Whether ``model``'s top-1 is right on each image of the run's validation split, in order."""
+    model.eval()
+    hits = []
+    with torch.no_grad():
+        for batch in trainer.val_loader:
+            if batch["targets"].numel() == 0:
+                continue
+            logits = model(trainer.task.to_device(batch["images"]))
+            hits.append((logits.argmax(1).cpu() == batch["targets"]).numpy())
+    return np.concatenate(hits)
+
+
+def paired_gap(raw_ok: np.ndarray, ema_ok: np.ndarray) -> dict[str, Any]:
+    """EMA against raw on the same images: the images only one of them gets right, and the exact
+    McNemar test (a two-sided binomial test on those discordant images) of "they are equally good"."""
+    raw_only, ema_only = int((raw_ok & ~ema_ok).sum()), int((ema_ok & ~raw_ok).sum())
+    p = binomtest(ema_only, raw_only + ema_only, 0.5).pvalue if raw_only + ema_only else 1.0
+    verdict = "a tie" if p >= 0.05 else ("EMA ahead" if ema_only > raw_only else "EMA behind")
+    return {"raw_only": raw_only, "ema_only": ema_only, "p": float(p), "verdict": verdict}
 
 
 def main() -> None:
@@ -77,6 +103,10 @@ def main() -> None:
     )
     kept = run.summary.get("best_weights") or "raw"
     recal = {n: run.trainer.evaluate(run.trainer.ema_model(n))["top1"] for n in args.recalibrate}
+    pair = paired_gap(
+        correct_per_image(run.trainer, run.trainer.model),
+        correct_per_image(run.trainer, run.trainer.ema_model(0)),
+    )
     recal_lines = "".join(
         f"- EMA with BatchNorm statistics re-estimated on {n} training batches (`ema.recalibrate_bn={n}`): "
         f"top-1 **{100 * v:.2f}%** (EMA - raw: {100 * (v - last['val_top1']):+.2f} pt)\n"
@@ -89,6 +119,8 @@ def main() -> None:
         f"timm's warmup (power {cfg.ema.warmup_power:.4g}).\n\n"
         f"- final epoch: raw top-1 **{100 * last['val_top1']:.2f}%**, EMA top-1 **{100 * last['val_ema_top1']:.2f}%** "
         f"(EMA - raw: {100 * (last['val_ema_top1'] - last['val_top1']):+.2f} pt)\n"
+        f"- the same two models image by image: raw alone right on {pair['raw_only']}, EMA alone right "
+        f"on {pair['ema_only']}; exact McNemar test p = {pair['p']:.3f}: **{pair['verdict']}** at the 5% level\n"
         + recal_lines
         + f"- best.safetensors ({kept} weights, epoch {run.summary['best_epoch']}): top-1 **{100 * final['top1']:.2f}%**, "
         f"top-5 {100 * final['top5']:.2f}% (evaluated again from the file)\n"
@@ -125,6 +157,7 @@ def main() -> None:
             "target_top1": 0.80,
             "target_met": final["top1"] >= 0.80,
             "ema_at_least_raw": last["val_ema_top1"] >= last["val_top1"],
+            "ema_vs_raw_paired": pair,
             "ema_recalibrated_top1": {str(n): round(v, 4) for n, v in recal.items()},
         }
     )

@@ -157,12 +157,15 @@ def test_int8_cli(tmp_path, capsys, classifier):
     out = tmp_path / "m.onnx"
     args = ["export", str(w), "--out", str(out), "--img-size", "64", "--int8", "--calib-images", "8"]
     args += ["--int8-data", "digits", "--max-drop", "100"]  # random weights: the drop is noise
+    args += ["--int8-keep-float", "stem", "stages.0.0"]
     rc = main([*args, "--int8-keep-slower"])  # the real measurement, whichever way it goes
     printed = capsys.readouterr()
     assert rc == 0 and out.is_file(), printed.err
     assert "int8 vs fp32 on 360 digits validation images: top-1 agreement" in printed.out
     assert "time (onnxruntime, batch 1" in printed.out and "wrote" in printed.out
+    assert "left in fp32: stem, stages.0.0" in printed.out
     report = json.loads((tmp_path / "m.int8.json").read_text())
+    assert report["keep_float"] == ["stem", "stages.0.0"]
     if report["timing"]["ratio_int8_vs_fp32"] >= 1.0:
         assert "int8 is slower than fp32 here" in printed.err
 
@@ -265,6 +268,14 @@ def test_keep_rule_flags_out_of_range_are_refused_before_the_weights_are_read(tm
     assert "--min-agreement must be in [0, 1], got 1.5" in capsys.readouterr().err
     assert main([*args, "--int8-val-images", "0"]) == 2
     assert "--int8-val-images must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*args, "--format", "executorch", "--int8-keep-float", "stem"]) == 2
+    assert "--int8-keep-float is for --int8 --format onnx" in capsys.readouterr().err
+
+
+def test_an_unknown_keep_float_name_is_refused_before_any_export(tmp_path, digits, classifier):
+    with pytest.raises(ExportError, match=r"'stages.9' name no module of MobileViT; its blocks are stem, "):
+        export_int8(classifier, tmp_path / "m.onnx", SIZE, data=digits, keep_float=["stem", "stages.9"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):

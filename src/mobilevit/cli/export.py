@@ -97,6 +97,14 @@ def add_parser(sub: Any) -> None:
         "(default: all; they are held in memory as 8-bit pixels, about 0.2 MB each at 256 px)",
     )
     s.add_argument(
+        "--int8-keep-float",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="onnx --int8: leave these modules in fp32 (e.g. stem stages.0.0 head, or a whole stage "
+        "stages.0), as a per-block sensitivity pass (mobilevit.export.int8_sensitivity_onnx) names them",
+    )
+    s.add_argument(
         "--int8-keep-slower",
         action="store_true",
         help="write the int8 model even where it is slower than fp32 (e.g. for another device)",
@@ -164,6 +172,11 @@ def _validate(args: argparse.Namespace) -> None:
     fmt = args.format
     if args.int8 and fmt == "coreml":
         raise ExportError("--int8 is for onnx, executorch, litert and openvino")
+    if args.int8_keep_float and not (args.int8 and fmt == "onnx"):
+        raise ExportError(
+            "--int8-keep-float is for --int8 --format onnx (onnxruntime's quantizer); in Python, "
+            "quantize_int8_torch(keep_float=...) does the same for PyTorch's own int8"
+        )
     if args.dynamic_hw and (fmt in RUNTIMES or args.int8):  # (plain ONNX / Core ML: the exporter says why)
         raise ExportError(
             f"--dynamic-hw is refused: a {fmt}{' int8' if args.int8 else ''} export "
@@ -283,12 +296,15 @@ def _export_int8(
             keep_slower=args.int8_keep_slower,
             max_drop=args.max_drop,
             min_agreement=args.min_agreement,
+            keep_float=args.int8_keep_float,
         )
     except (Int8NotFaster, Int8TooInaccurate) as e:
         _print_accuracy("onnxruntime", e.report.accuracy)
         print(f"mobilevit export: {e}", file=sys.stderr)
         return 3
     _print_accuracy("onnxruntime", r.accuracy)
+    if r.keep_float:
+        print(f"left in fp32: {', '.join(r.keep_float)}")
     t = r.timing
     print(
         f"time (onnxruntime, batch {t.timed_batch}, {t.threads} threads): int8 "

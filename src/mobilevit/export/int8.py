@@ -272,6 +272,15 @@ def compare_int8(
     return accuracy, timing
 
 
+def _check_units(model: nn.Module, keep_float: Sequence[str]) -> None:
+    """``keep_float`` names modules of ``model`` (checked before any export or data loading)."""
+    from .int8_torch import unknown_units
+
+    unknown = unknown_units(model, keep_float)
+    if unknown:
+        raise ExportError(unknown)
+
+
 def export_int8(
     model: nn.Module,
     path: str | Path,
@@ -327,6 +336,7 @@ def export_int8(
             f"got a {type(model).__name__}. Export segmentation and detection models in fp32."
         )
     check_criteria(max_drop, min_agreement)
+    _check_units(model, keep_float)
     path = Path(path)
     data_ = load_int8_data(  # bad data, or another model's classes: before any work
         data, img_size, calib_images, max_val, model_classes=model_classes, num_classes=model.num_classes
@@ -354,6 +364,7 @@ def export_int8(
             fp32_checks=list(fp32_report.checks),
             accuracy=accuracy,
             timing=timing,
+            keep_float=list(keep_float),
         )
         if slower:
             report.refused = (

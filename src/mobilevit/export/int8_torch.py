@@ -130,6 +130,18 @@ def int8_units(model: nn.Module) -> list[str]:
     return units
 
 
+def unknown_units(model: nn.Module, keep_float: Sequence[str]) -> str | None:
+    """Why ``keep_float`` does not name modules of ``model`` (None where every name does)."""
+    names = dict(model.named_modules())
+    unknown = [n for n in keep_float if not n or n not in names]
+    if not unknown:
+        return None
+    return (
+        f"keep_float: {', '.join(map(repr, unknown))} name no module of {type(model).__name__}; "
+        f"its blocks are {', '.join(int8_units(model))}"
+    )
+
+
 def quantize_int8_torch(
     model: nn.Module,
     calib: np.ndarray | torch.Tensor,
@@ -177,13 +189,9 @@ def quantize_int8_torch(
     fast = optimize_for_inference(model, channels_last=False)  # the graph is traced in NCHW
     if reduce_range is None:
         reduce_range = not cpu_has_int8_dot()
-    names = dict(fast.named_modules())
-    unknown = [n for n in keep_float if not n or n not in names]
+    unknown = unknown_units(fast, keep_float)
     if unknown:
-        raise ValueError(
-            f"keep_float: {', '.join(map(repr, unknown))} name no module of {type(model).__name__}; "
-            f"its blocks are {', '.join(int8_units(fast))}"
-        )
+        raise ValueError(unknown)
     example = images[: min(batch_size, len(images))]
     graph = _export_any_batch(fast, example).module()
     with torch.no_grad():

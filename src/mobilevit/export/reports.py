@@ -104,6 +104,7 @@ class Int8Report:
     timing: Int8Timing
     bytes: int = 0
     refused: str | None = None  # why the int8 file was not written
+    keep_float: list[str] = dataclasses.field(default_factory=list)  # modules left in fp32
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (tuples as lists)."""
