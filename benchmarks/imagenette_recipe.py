@@ -43,7 +43,7 @@ def correct_per_image(trainer: Any, model: Any) -> np.ndarray:
     """Whether ``model``'s top-1 is right on each image of the run's validation split, in order."""
     model.eval()
     hits = []
-    with torch.no_grad():
+    with torch.no_grad(), trainer.ctx.autocast():  # as the engine's evaluation runs
         for batch in trainer.val_loader:
             if batch["targets"].numel() == 0:
                 continue
@@ -57,7 +57,11 @@ def paired_gap(raw_ok: np.ndarray, ema_ok: np.ndarray) -> dict[str, Any]:
     McNemar test (a two-sided binomial test on those discordant images) of "they are equally good"."""
     raw_only, ema_only = int((raw_ok & ~ema_ok).sum()), int((ema_ok & ~raw_ok).sum())
     p = binomtest(ema_only, raw_only + ema_only, 0.5).pvalue if raw_only + ema_only else 1.0
-    verdict = "a tie" if p >= 0.05 else ("EMA ahead" if ema_only > raw_only else "EMA behind")
+    verdict = (
+        "no significant difference"
+        if p >= 0.05
+        else ("EMA significantly ahead" if ema_only > raw_only else "EMA significantly behind")
+    )
     return {"raw_only": raw_only, "ema_only": ema_only, "p": float(p), "verdict": verdict}
 
 
@@ -103,10 +107,18 @@ def main() -> None:
     )
     kept = run.summary.get("best_weights") or "raw"
     recal = {n: run.trainer.evaluate(run.trainer.ema_model(n))["top1"] for n in args.recalibrate}
-    pair = paired_gap(
-        correct_per_image(run.trainer, run.trainer.model),
-        correct_per_image(run.trainer, run.trainer.ema_model(0)),
-    )
+    raw_ok = correct_per_image(run.trainer, run.trainer.model)
+    ema_ok = correct_per_image(run.trainer, run.trainer.ema_model())  # as the epoch rows evaluate it
+    if (round(raw_ok.mean(), 6), round(ema_ok.mean(), 6)) != (
+        round(last["val_top1"], 6),
+        round(last["val_ema_top1"], 6),
+    ):
+        raise SystemExit(
+            f"imagenette_recipe.py: the final models score {raw_ok.mean():.4f} / {ema_ok.mean():.4f} (raw / EMA), "
+            f"the last epoch's row {last['val_top1']:.4f} / {last['val_ema_top1']:.4f}: the run did not end "
+            "(resume it) or its models are not the row's"
+        )
+    pair = paired_gap(raw_ok, ema_ok)
     recal_lines = "".join(
         f"- EMA with BatchNorm statistics re-estimated on {n} training batches (`ema.recalibrate_bn={n}`): "
         f"top-1 **{100 * v:.2f}%** (EMA - raw: {100 * (v - last['val_top1']):+.2f} pt)\n"
@@ -116,11 +128,11 @@ def main() -> None:
         f"{cfg.model.name} from scratch on Imagenette ({len(run.trainer.train_ds)} train / {final['count']} val), "
         f"configs/imagenette_{args.model}.yaml: {cfg.optim.epochs} epochs at {cfg.data.img_size} px "
         f"(multi-scale {cfg.data.resolutions}), batch {cfg.data.batch_size}, AdamW {cfg.optim.lr}, EMA with "
-        f"timm's warmup (power {cfg.ema.warmup_power:.4g}).\n\n"
+        f"timm's warmup formula (power {cfg.ema.warmup_power:.4g}).\n\n"
         f"- final epoch: raw top-1 **{100 * last['val_top1']:.2f}%**, EMA top-1 **{100 * last['val_ema_top1']:.2f}%** "
         f"(EMA - raw: {100 * (last['val_ema_top1'] - last['val_top1']):+.2f} pt)\n"
         f"- the same two models image by image: raw alone right on {pair['raw_only']}, EMA alone right "
-        f"on {pair['ema_only']}; exact McNemar test p = {pair['p']:.3f}: **{pair['verdict']}** at the 5% level\n"
+        f"on {pair['ema_only']}; exact McNemar test p = {pair['p']:.3f}: **{pair['verdict']}** (5% level)\n"
         + recal_lines
         + f"- best.safetensors ({kept} weights, epoch {run.summary['best_epoch']}): top-1 **{100 * final['top1']:.2f}%**, "
         f"top-5 {100 * final['top5']:.2f}% (evaluated again from the file)\n"

@@ -73,8 +73,8 @@ def measure(
     weights: Path, paths: tuple[str, ...], calib_images: int, iters: int, max_drop: float
 ) -> list[dict[str, Any]]:
     """Every path of ``weights``: accuracy on the whole val split and batch-1 latency; where the
-    PyTorch x86 path loses more than ``max_drop`` points, its per-block sensitivity pass and the
-    blocks kept in fp32 that bring it within."""
+    PyTorch x86 or the onnxruntime int8 path loses more than ``max_drop`` points, that path's own
+    per-block sensitivity pass and the blocks kept in fp32 that bring it within."""
     from mobilevit.export import (
         export_executorch,
         export_int8,
@@ -282,10 +282,12 @@ def main() -> None:
         "--max-drop",
         type=float,
         default=0.5,
-        help="the target (pt of top-1); a PyTorch x86 int8 path beyond it gets a sensitivity pass",
+        help="the target (pt of top-1); a PyTorch x86 or onnxruntime int8 path beyond it gets its own "
+        "sensitivity pass",
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("mobilevit.export.int8_torch").setLevel(logging.INFO)  # the passes' progress
     missing = [w for w in args.weights if not Path(w).is_file()]
     if missing:
         raise SystemExit(

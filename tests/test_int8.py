@@ -161,11 +161,16 @@ def test_int8_cli(tmp_path, capsys, classifier):
     rc = main([*args, "--int8-keep-slower"])  # the real measurement, whichever way it goes
     printed = capsys.readouterr()
     assert rc == 0 and out.is_file(), printed.err
-    assert "int8 vs fp32 on 360 digits validation images: top-1 agreement" in printed.out
+    shown = "int8 (stem, stages.0.0 in fp32) vs fp32 on 360 digits validation images: top-1 agreement"
+    assert shown in printed.out
     assert "time (onnxruntime, batch 1" in printed.out and "wrote" in printed.out
-    assert "left in fp32: stem, stages.0.0" in printed.out
     report = json.loads((tmp_path / "m.int8.json").read_text())
     assert report["keep_float"] == ["stem", "stages.0.0"]
+    assert report["accuracy"]["computed_as"] == "int8 (stem, stages.0.0 in fp32)"
+    assert _float_convs(out) == {  # the written file: those blocks' convolutions read no int8
+        "/stem/conv/Conv",
+        *(f"/stages.0/stages.0.0/{m}/conv/Conv" for m in ("expand", "dw", "project")),
+    }
     if report["timing"]["ratio_int8_vs_fp32"] >= 1.0:
         assert "int8 is slower than fp32 here" in printed.err
 
@@ -273,14 +278,25 @@ def test_keep_rule_flags_out_of_range_are_refused_before_the_weights_are_read(tm
 
 
 def test_an_unknown_keep_float_name_is_refused_before_any_export(tmp_path, digits, classifier):
-    with pytest.raises(ExportError, match=r"'stages.9' name no module of MobileViT; its blocks are stem, "):
-        export_int8(classifier, tmp_path / "m.onnx", SIZE, data=digits, keep_float=["stem", "stages.9"])
+    # "head.fc" is a module, but not one whose nodes the ONNX graph's scopes name
+    for bad in ("stages.9", "head.fc"):
+        with pytest.raises(
+            ExportError, match=rf"'{bad}' is not a part onnxruntime's quantizer can leave in fp32; the parts "
+        ):
+            export_int8(classifier, tmp_path / "m.onnx", SIZE, data=digits, keep_float=["stem", bad])
     assert list(tmp_path.iterdir()) == []
 
 
-def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):
+def _float_convs(path):
+    """The convolutions of an int8 ONNX file that read no dequantized (int8) input."""
     import onnx
 
+    graph = onnx.load(str(path)).graph
+    dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in graph.node if n.op_type == "Conv" and not dq & set(n.input)}
+
+
+def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):
     from mobilevit.export import export_onnx
 
     model = randomize(create_model("mobilevit_xxs", num_classes=10)).eval()
@@ -289,9 +305,7 @@ def test_onnxruntime_int8_keeps_named_blocks_in_float(tmp_path):
 
     def float_convs(keep):
         int8_mod.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, keep_float=keep)
-        graph = onnx.load(str(tmp_path / "int8.onnx")).graph
-        dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-        return {n.name for n in graph.node if n.op_type == "Conv" and not dq & set(n.input)}
+        return _float_convs(tmp_path / "int8.onnx")
 
     kept = float_convs(["stem", "stages.0.0"])
     assert kept == {
@@ -314,9 +328,20 @@ def test_onnxruntime_sensitivity_pass_scores_one_block_at_a_time(tmp_path):
     calib = rng.random((8, 3, 64, 64), dtype=np.float32)
     val, labels = rng.random((16, 3, 64, 64), dtype=np.float32), rng.integers(0, 10, 16)
     units = ["stem", "stages.0.0", "head"]
-    rows = int8_sensitivity_onnx(model, calib, val, labels, units=units, batch=8)
+    kept = []
+    quantize = int8_mod.quantize_int8
+
+    def spy(*args, keep_float=(), **kw):  # each file keeps every unit but one in fp32
+        kept.append(sorted(keep_float))
+        return quantize(*args, keep_float=keep_float, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(int8_mod, "quantize_int8", spy)
+        rows = int8_sensitivity_onnx(model, calib, val, labels, units=units, batch=8)
+    assert kept == [sorted(set(units) - {u}) for u in units]
     assert sorted(r["unit"] for r in rows) == sorted(units)
-    assert [r["drop_pt"] for r in rows] == sorted((r["drop_pt"] for r in rows), reverse=True)
+    with pytest.raises(ExportError, match=r"'stages.9' is not a part"):  # before any export
+        int8_sensitivity_onnx(model, calib, val, labels, units=["stages.9"])
     # the row of "stem" is the file with everything but the stem in fp32
     export_onnx(model, tmp_path / "fp32.onnx", (64, 64), dynamic_batch=True)
     int8_mod.quantize_int8(

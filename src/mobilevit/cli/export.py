@@ -217,8 +217,10 @@ def _print_accuracy(runtime: str, acc: AccuracyCheck) -> None:
         )
     else:
         shown = acc.accuracy_note or ""
+    # "int8 (stages.0.0 in fp32)" where blocks were left in fp32; bf16 run as f32 is warned about below
+    ran = acc.computed_as if acc.computed_as.startswith(acc.precision) else acc.precision
     print(
-        f"{runtime} {acc.precision} vs fp32 on {acc.val_images} {acc.data} validation images: top-1 agreement "
+        f"{runtime} {ran} vs fp32 on {acc.val_images} {acc.data} validation images: top-1 agreement "
         f"{acc.top1_agreement:.4f}, {shown}, largest logit change {100 * acc.max_rel_logit_diff:.1f}% of the "
         f"largest fp32 logit; kept by: {acc.criterion}; images: {acc.preprocessing}"
     )
@@ -303,8 +305,6 @@ def _export_int8(
         print(f"mobilevit export: {e}", file=sys.stderr)
         return 3
     _print_accuracy("onnxruntime", r.accuracy)
-    if r.keep_float:
-        print(f"left in fp32: {', '.join(r.keep_float)}")
     t = r.timing
     print(
         f"time (onnxruntime, batch {t.timed_batch}, {t.threads} threads): int8 "

@@ -23,6 +23,7 @@ the int8 arithmetic saves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -154,6 +155,7 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         # shape inference and constant folding first, as onnxruntime recommends before quantizing
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
         excluded = (
             _nodes_of_units([n.name for n in onnx.load(str(pre)).graph.node], keep_float)
             if keep_float
@@ -198,7 +200,9 @@ def int8_sensitivity_onnx(
     """
     from .int8_torch import int8_units, rank_units
 
+    _check_classifier(model)
     units = list(units) if units is not None else int8_units(model)
+    _check_units(model, units)
     with tempfile.TemporaryDirectory(prefix="mobilevit-int8-sensitivity-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, fp32, tuple(calib.shape[-2:]), dynamic_batch=True)
@@ -272,13 +276,30 @@ def compare_int8(
     return accuracy, timing
 
 
-def _check_units(model: nn.Module, keep_float: Sequence[str]) -> None:
-    """``keep_float`` names modules of ``model`` (checked before any export or data loading)."""
-    from .int8_torch import unknown_units
+def _check_classifier(model: nn.Module) -> None:
+    from ..models import BackboneBase
 
-    unknown = unknown_units(model, keep_float)
+    if not isinstance(model, BackboneBase) or model.num_classes < 1:
+        raise ExportError(
+            "--int8 quantizes classifiers (its accuracy check is top-1 on labelled images); "
+            f"got a {type(model).__name__}. Export segmentation and detection models in fp32."
+        )
+
+
+def _check_units(model: nn.Module, keep_float: Sequence[str]) -> None:
+    """``keep_float`` names parts `quantize_int8` can find in the ONNX graph (a top-level module, a
+    stage ``stages.<i>`` or a block ``stages.<i>.<j>``), checked before any export or data loading."""
+    from .int8_torch import int8_units
+
+    units = int8_units(model)
+    stages = {".".join(u.split(".")[:2]) for u in units if u.startswith("stages.")}
+    unknown = [n for n in keep_float if n not in {*units, *stages}]
     if unknown:
-        raise ExportError(unknown)
+        raise ExportError(
+            f"--int8-keep-float / keep_float: {', '.join(map(repr, unknown))} is not a part onnxruntime's "
+            f"quantizer can leave in fp32; the parts of {type(model).__name__} are {', '.join(units)}, "
+            "or a whole stage (stages.<i>)"
+        )
 
 
 def export_int8(
@@ -328,14 +349,9 @@ def export_int8(
         `ExportError` for a model that is not a classifier or data that cannot be
         read, before any export.
     """
-    from ..models import BackboneBase
-
-    if not isinstance(model, BackboneBase) or model.num_classes < 1:
-        raise ExportError(
-            "--int8 quantizes classifiers (its accuracy check is top-1 on labelled images); "
-            f"got a {type(model).__name__}. Export segmentation and detection models in fp32."
-        )
+    _check_classifier(model)
     check_criteria(max_drop, min_agreement)
+    keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
     _check_units(model, keep_float)
     path = Path(path)
     data_ = load_int8_data(  # bad data, or another model's classes: before any work
@@ -353,6 +369,8 @@ def export_int8(
         accuracy, timing = compare_int8(
             fp32_path, candidate, data_, model_classes=model_classes, budget_s=budget_s
         )
+        if keep_float:
+            accuracy = dataclasses.replace(accuracy, computed_as=f"int8 ({', '.join(keep_float)} in fp32)")
         inaccurate = judge(accuracy, max_drop, min_agreement)
         slower = timing.ratio_int8_vs_fp32 >= 1.0 and not keep_slower
         report = Int8Report(
@@ -402,6 +420,7 @@ __all__ = [
     "Int8TooInaccurate",
     "compare_int8",
     "export_int8",
+    "int8_sensitivity_onnx",
     "quantize_int8",
     "run_batched",
 ]

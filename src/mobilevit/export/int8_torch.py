@@ -189,6 +189,7 @@ def quantize_int8_torch(
     fast = optimize_for_inference(model, channels_last=False)  # the graph is traced in NCHW
     if reduce_range is None:
         reduce_range = not cpu_has_int8_dot()
+    keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
     unknown = unknown_units(fast, keep_float)
     if unknown:
         raise ValueError(unknown)
@@ -264,6 +265,9 @@ def int8_sensitivity(
     """
     fast = optimize_for_inference(model, channels_last=False)
     units = list(units) if units is not None else int8_units(fast)
+    unknown = unknown_units(fast, units)
+    if unknown:
+        raise ValueError(unknown)
 
     def quantized_only(unit: str) -> np.ndarray:
         q = quantize_int8_torch(model, calib, compile=compile, keep_float=[u for u in units if u != unit])
