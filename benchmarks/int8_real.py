@@ -287,7 +287,8 @@ def main() -> None:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("mobilevit.export.int8_torch").setLevel(logging.INFO)  # the passes' progress
+    for name in ("mobilevit.export.int8_torch", "mobilevit.export.int8_parts"):  # the passes' progress
+        logging.getLogger(name).setLevel(logging.INFO)
     missing = [w for w in args.weights if not Path(w).is_file()]
     if missing:
         raise SystemExit(

@@ -6,11 +6,11 @@ from .calibration import Int8Data, Int8Source, int8_source, load_int8_data
 from .errors import ExportError
 from .executorch import export_executorch
 from .int8 import Int8NotFaster, Int8TooInaccurate, export_int8, int8_sensitivity_onnx
+from .int8_parts import int8_units
 from .int8_torch import (
     Int8Compiled,
     Int8Unavailable,
     int8_sensitivity,
-    int8_units,
     load_int8_torch,
     quantize_int8_torch,
     save_int8_torch,

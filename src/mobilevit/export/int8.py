@@ -40,6 +40,7 @@ from ..timing import InferencePath, measure_alternating
 from .batches import padded_batches
 from .calibration import Int8Data, Int8Source, load_int8_data
 from .errors import ExportError
+from .int8_parts import int8_units, rank_units, unit_names
 from .onnx import export_onnx, ort_session
 from .reports import AccuracyCheck, Int8Report, Int8Timing
 from .runtime_checks import DEFAULT_MAX_DROP, accuracy_check, check_criteria, judge
@@ -155,7 +156,7 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         # shape inference and constant folding first, as onnxruntime recommends before quantizing
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
+        keep_float = unit_names(keep_float)
         excluded = (
             _nodes_of_units([n.name for n in onnx.load(str(pre)).graph.node], keep_float)
             if keep_float
@@ -198,8 +199,6 @@ def int8_sensitivity_onnx(
         One dict per unit, the most costly first: ``unit``, ``top1``, ``drop_pt``, ``agreement``,
         ``seconds``.
     """
-    from .int8_torch import int8_units, rank_units
-
     _check_classifier(model)
     units = list(units) if units is not None else int8_units(model)
     _check_units(model, units)
@@ -289,8 +288,6 @@ def _check_classifier(model: nn.Module) -> None:
 def _check_units(model: nn.Module, keep_float: Sequence[str]) -> None:
     """``keep_float`` names parts `quantize_int8` can find in the ONNX graph (a top-level module, a
     stage ``stages.<i>`` or a block ``stages.<i>.<j>``), checked before any export or data loading."""
-    from .int8_torch import int8_units
-
     units = int8_units(model)
     stages = {".".join(u.split(".")[:2]) for u in units if u.startswith("stages.")}
     unknown = [n for n in keep_float if n not in {*units, *stages}]
@@ -351,7 +348,7 @@ def export_int8(
     """
     _check_classifier(model)
     check_criteria(max_drop, min_agreement)
-    keep_float = [keep_float] if isinstance(keep_float, str) else list(keep_float)
+    keep_float = unit_names(keep_float)
     _check_units(model, keep_float)
     path = Path(path)
     data_ = load_int8_data(  # bad data, or another model's classes: before any work
