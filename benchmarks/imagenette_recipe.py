@@ -52,17 +52,53 @@ def correct_per_image(trainer: Any, model: Any) -> np.ndarray:
     return np.concatenate(hits)
 
 
+def mcnemar(a_ok: np.ndarray, b_ok: np.ndarray) -> tuple[int, int, float]:
+    """Two models on the same images: how many only ``a`` gets right, how many only ``b``, and the exact
+    McNemar test's p (a two-sided binomial test on those discordant images) of "they are equally good"."""
+    a_only, b_only = int((a_ok & ~b_ok).sum()), int((b_ok & ~a_ok).sum())
+    return a_only, b_only, float(binomtest(b_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0
+
+
+def verdict(a_only: int, b_only: int, p: float, b_name: str) -> str:
+    """`mcnemar`'s result in words, about ``b`` against ``a`` at the 5% level."""
+    if p >= 0.05:
+        return "no significant difference"
+    return f"{b_name} significantly {'ahead' if b_only > a_only else 'behind'}"
+
+
 def paired_gap(raw_ok: np.ndarray, ema_ok: np.ndarray) -> dict[str, Any]:
-    """EMA against raw on the same images: the images only one of them gets right, and the exact
-    McNemar test (a two-sided binomial test on those discordant images) of "they are equally good"."""
-    raw_only, ema_only = int((raw_ok & ~ema_ok).sum()), int((ema_ok & ~raw_ok).sum())
-    p = binomtest(ema_only, raw_only + ema_only, 0.5).pvalue if raw_only + ema_only else 1.0
-    verdict = (
-        "no significant difference"
-        if p >= 0.05
-        else ("EMA significantly ahead" if ema_only > raw_only else "EMA significantly behind")
-    )
-    return {"raw_only": raw_only, "ema_only": ema_only, "p": float(p), "verdict": verdict}
+    """EMA against raw on the same images (`mcnemar`)."""
+    raw_only, ema_only, p = mcnemar(raw_ok, ema_ok)
+    return {
+        "raw_only": raw_only,
+        "ema_only": ema_only,
+        "p": p,
+        "verdict": verdict(raw_only, ema_only, p, "EMA"),
+    }
+
+
+def compare_with(run: Any, path: Path) -> dict[str, Any]:
+    """The kept weights of this run against another file of the same classes (an earlier recipe's
+    ``best.safetensors``), image by image on this run's validation split (`mcnemar`)."""
+    from mobilevit.loading import class_names, load_model
+
+    other, meta = load_model(path)
+    if class_names(meta) != run.classes:
+        raise SystemExit(
+            f"imagenette_recipe.py: --compare-with {path} has the classes {class_names(meta)}, "
+            f"this run {run.classes}"
+        )
+    other_ok = correct_per_image(run.trainer, other.to(run.trainer.info.device))
+    kept_ok = correct_per_image(run.trainer, run.best)
+    other_only, kept_only, p = mcnemar(other_ok, kept_ok)
+    return {
+        "weights": str(path),
+        "top1": float(other_ok.mean()),
+        "other_only": other_only,
+        "kept_only": kept_only,
+        "p": p,
+        "verdict": verdict(other_only, kept_only, p, "this run's kept weights"),
+    }
 
 
 def main() -> None:
@@ -78,8 +114,16 @@ def main() -> None:
         "many training batches (what ema.recalibrate_bn=N would evaluate at the end)",
     )
     p.add_argument("--out-dir", default="", help="the run folder (default: runs/imagenette_<model>)")
+    p.add_argument(
+        "--compare-with",
+        default="",
+        help="another run's weights of the same classes (e.g. an earlier recipe's best.safetensors): "
+        "its top-1 and an image-by-image test against this run's kept weights",
+    )
     p.add_argument("overrides", nargs="*", help="extra config overrides")
     args = p.parse_args()
+    if args.compare_with and not Path(args.compare_with).is_file():
+        raise SystemExit(f"imagenette_recipe.py: --compare-with {args.compare_with}: no such file")
     logging.basicConfig(level=logging.WARNING)
     recipe = REPO / "configs" / f"imagenette_{args.model}.yaml"
     if not recipe.is_file():
@@ -119,6 +163,7 @@ def main() -> None:
             "(resume it) or its models are not the row's"
         )
     pair = paired_gap(raw_ok, ema_ok)
+    other = compare_with(run, Path(args.compare_with)) if args.compare_with else None
     recal_lines = "".join(
         f"- EMA with BatchNorm statistics re-estimated on {n} training batches (`ema.recalibrate_bn={n}`): "
         f"top-1 **{100 * v:.2f}%** (EMA - raw: {100 * (v - last['val_top1']):+.2f} pt)\n"
@@ -127,7 +172,7 @@ def main() -> None:
     body = (
         f"{cfg.model.name} from scratch on Imagenette ({len(run.trainer.train_ds)} train / {final['count']} val), "
         f"configs/imagenette_{args.model}.yaml: {cfg.optim.epochs} epochs at {cfg.data.img_size} px "
-        f"(multi-scale {cfg.data.resolutions}), batch {cfg.data.batch_size}, AdamW {cfg.optim.lr}, EMA with "
+        f"(multi-scale {cfg.data.resolutions}), batch {cfg.data.batch_size}, AdamW {cfg.optim.lr} with a cosine to {cfg.optim.min_lr:g}, EMA with "
         f"timm's warmup formula (power {cfg.ema.warmup_power:.4g}).\n\n"
         f"- final epoch: raw top-1 **{100 * last['val_top1']:.2f}%**, EMA top-1 **{100 * last['val_ema_top1']:.2f}%** "
         f"(EMA - raw: {100 * (last['val_ema_top1'] - last['val_top1']):+.2f} pt)\n"
@@ -136,7 +181,14 @@ def main() -> None:
         + recal_lines
         + f"- best.safetensors ({kept} weights, epoch {run.summary['best_epoch']}): top-1 **{100 * final['top1']:.2f}%**, "
         f"top-5 {100 * final['top5']:.2f}% (evaluated again from the file)\n"
-        f"- time: **{minutes:.0f} min** ({how}); train images/s {sum(r['images_per_s'] for r in rows) / len(rows):.1f}\n\n"
+        + (
+            f"- against `{other['weights']}` (top-1 {100 * other['top1']:.2f}%), image by image: that file alone "
+            f"right on {other['other_only']}, this run's kept weights alone on {other['kept_only']}; exact McNemar "
+            f"p = {other['p']:.3f}: **{other['verdict']}**\n"
+            if other
+            else ""
+        )
+        + f"- time: **{minutes:.0f} min** ({how}); train images/s {sum(r['images_per_s'] for r in rows) / len(rows):.1f}\n\n"
         + table
         + f"\n\n![curves]({curves})\n"
     )
@@ -153,6 +205,7 @@ def main() -> None:
                     else []
                 ),
                 *([f"--out-dir {args.out_dir}"] if args.out_dir else []),
+                *([f"--compare-with {args.compare_with}"] if args.compare_with else []),
                 *args.overrides,
             ]
         ),
@@ -172,6 +225,7 @@ def main() -> None:
             "ema_vs_raw_paired": pair,
             "ema_recalibrated_top1": {str(n): round(v, 4) for n, v in recal.items()},
         }
+        | ({"compared_with": other | {"top1": round(other["top1"], 4)}} if other else {})
     )
 
 

@@ -293,7 +293,8 @@ def main() -> None:
     if missing:
         raise SystemExit(
             f"int8_real.py: no weights file {', '.join(missing)}; train one first, e.g. "
-            "mobilevit train --config configs/imagenette_mobilevit_xxs.yaml data.root=../shared/data/imagenette160"
+            "mobilevit train --config configs/imagenette_mobilevit_xxs.yaml data.root=../shared/data/imagenette160 "
+            "(benchmarks/artifacts/README.md: the committed file's recipe)"
         )
     torch.set_num_threads(2)
     new = [
