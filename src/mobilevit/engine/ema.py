@@ -55,10 +55,15 @@ class ModelEMA:
         """Average ``model``'s weights and floating buffers into the EMA copy (integer buffers are copied)."""
         m = self.current_momentum()
         self.updates += 1
-        ema_state = self.module.state_dict()
+        # parameters and buffers in module order (cheaper per step than two state_dict()s, which
+        # run hooks and build every key); the copy has the same structure as the live model
         floats_e, floats_m = [], []
-        for key, value in model.state_dict().items():
-            target = ema_state[key]
+        pairs = zip(
+            [*self.module.parameters(), *self.module.buffers()],
+            [*model.parameters(), *model.buffers()],
+            strict=True,
+        )
+        for target, value in pairs:
             if target.is_floating_point():
                 floats_e.append(target)
                 floats_m.append(value.detach())
