@@ -167,6 +167,9 @@ class RunConfig:
     max_nonfinite: int = 5  # stop after this many non-finite losses in a row
     max_steps: int = 0  # stop this process after N optimizer steps (writes a resume file); 0: off
     threads: int = 0  # torch CPU threads, 0: torch's default
+    # CPU runs under glibc: freed memory stays in the process for the next step instead of going
+    # back to the kernel and being page-faulted in again (engine/memory.py)
+    keep_freed_memory: bool = True
     progress: bool = True  # a progress bar (off: a log line every log_every steps, at INFO level)
     # A run folder that already holds a resume file of the same config continues from it (what a
     # restarted torchrun worker needs); a folder trained with another config is an error. Off: start over.

@@ -37,6 +37,7 @@ from .checkpoint import RESUME_NAME, load_resume, rng_state, save_resume, set_rn
 from .config import AnyTrainConfig, save_config
 from .ema import ModelEMA, recalibrated_copy
 from .errors import TrainingError
+from .memory import keep_freed_memory
 from .metrics import MetricsLog, plot_curves
 from .optim import build_scheduler
 from .tasks import TASKS, RunContext, Task
@@ -51,6 +52,7 @@ VOLATILE_KEYS = frozenset(
         "run.progress",
         "run.log_every",
         "run.threads",
+        "run.keep_freed_memory",
         "run.max_nonfinite",
         "run.auto_resume",
         "run.device",
@@ -169,6 +171,8 @@ class Trainer:
         self.info = D.init_distributed(r.device)
         if r.threads:
             torch.set_num_threads(r.threads)
+        if r.keep_freed_memory and self.info.device.type == "cpu":
+            keep_freed_memory()
         self.out = Path(r.out_dir)
         self._auto_state: dict[str, Any] | None = None
         self.resume_from = self._resume_source(resume)
