@@ -43,6 +43,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import torch
@@ -315,30 +316,66 @@ def read_once(root: Path) -> int:
     return sum(len(f.read_bytes()) for f in sorted(root.rglob("*")) if f.is_file())
 
 
+def _run_and_send(owner: str, model: str, seed: int, root: Path, out: Path, r: Recipe, queue: Any) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    queue.put((run_ours if owner == "ours" else run_timm)(model, seed, root, out, r)["rows"])
+
+
+def in_fresh_process(
+    owner: str, model: str, seed: int, root: Path, out: Path, r: Recipe
+) -> list[dict[str, Any]]:
+    """One side's run (`run_ours` / `run_timm`) in a new Python process, as a user runs it; returns
+    its per-epoch rows. A process of its own keeps each library's process-wide state (our
+    engine's malloc thresholds, engine/memory.py; the heap the other loop left) out of the other's
+    figures."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run_and_send, args=(owner, model, seed, root, out, r, queue))
+    proc.start()
+    rows = None
+    while rows is None:
+        try:
+            rows = queue.get(timeout=5)
+        except Empty:
+            if not proc.is_alive() and queue.empty():
+                raise SystemExit(
+                    f"imagenette.py: the {owner} run in {out} ended without a result (exit code {proc.exitcode})"
+                ) from None
+    proc.join()
+    return rows
+
+
 def loop_speed(root: Path, base: Path, r: Recipe, rounds: int, per_class: int) -> dict[str, Any]:
     """Train images/s of each side's whole loop (its data loader, model, optimizer, EMA; as the
     accuracy runs train) measured against each other: ``rounds`` rounds, each training ours and
-    timm's model for 2 epochs on ``per_class`` images per class, in alternating order (ours first
-    in even rounds, timm first in odd ones). A round's figure is its second epoch's images/s (the
-    loader's workers already started). The accuracy runs' own images/s are an hour apart from each
+    timm's model for 2 epochs on ``per_class`` images per class, each run in a process of its own
+    (`in_fresh_process`), in alternating order (ours first in even rounds, timm first in odd
+    ones). A round's figure is its second epoch's images/s (the loader's workers already started). The accuracy runs' own images/s are an hour apart from each
     other on a shared machine; these are seconds apart."""
     data = subset(root, base / f"speed_subset{per_class}", per_class)
     read_once(data)
     quick = Recipe(epochs=2, img_size=r.img_size, batch=r.batch)
     speeds: dict[str, list[float]] = {"ours": [], "timm": []}
+    first: list[str] = []
     for i in range(rounds):
-        for owner, model in PAIRED if i % 2 == 0 else PAIRED[::-1]:
+        order = PAIRED if i % 2 == 0 else PAIRED[::-1]
+        first.append(order[0][0])
+        for owner, model in order:
             out = base / "speed" / f"{owner}-r{i}"
             shutil.rmtree(out, ignore_errors=True)
-            rows = (run_ours if owner == "ours" else run_timm)(model, i, data, out, quick)["rows"]
+            rows = in_fresh_process(owner, model, i, data, out, quick)
             speeds[owner].append(rows[-1]["images_per_s"])
             print(f"speed round {i + 1}/{rounds}: {owner} {speeds[owner][-1]:.1f} images/s", flush=True)
     ratios = [a / b for a, b in zip(speeds["ours"], speeds["timm"], strict=True)]
     return {
         "rounds": rounds,
         "train_images": 10 * per_class,
+        "first": first,
         "ours": speeds["ours"],
         "timm": speeds["timm"],
+        "ratios": ratios,
         "ratio_median": statistics.median(ratios),
         "ratio_spread": max(ratios) - min(ratios),
     }

@@ -48,10 +48,10 @@ def main() -> None:
         )
     r = Recipe(epochs=2, img_size=args.img_size, batch=args.batch)
     s = loop_speed(root, Path(args.out), r, args.rounds, args.images)
-    ratios = [a / b for a, b in zip(s["ours"], s["timm"], strict=True)]
+    ratios = s["ratios"]
     rows = "\n".join(
-        f"| {i + 1} | {'ours' if i % 2 == 0 else 'timm'} | {a:.1f} | {b:.1f} | {q:.3f} |"
-        for i, (a, b, q) in enumerate(zip(s["ours"], s["timm"], ratios, strict=True))
+        f"| {i + 1} | {f} | {a:.1f} | {b:.1f} | {q:.3f} |"
+        for i, (f, a, b, q) in enumerate(zip(s["first"], s["ours"], s["timm"], ratios, strict=True))
     )
     ahead = sum(q >= 1.0 for q in ratios)
     body = (
