@@ -69,6 +69,8 @@ class Recipe:
     eval_resize: int = 160
     ema_momentum: float = 5e-4
     workers: int = 2
+    # further engine overrides for ours' runs only (an A/B of an engine setting)
+    ours_set: tuple[str, ...] = ()
 
 
 def dropout_fields(model: str) -> list[str]:
@@ -107,6 +109,7 @@ def ours_overrides(model: str, seed: int, root: Path, out: Path, r: Recipe) -> l
         "run.threads=2",
         "run.progress=false",
         f"run.out_dir={out}",
+        *r.ours_set,
     ]
 
 
@@ -356,7 +359,7 @@ def loop_speed(root: Path, base: Path, r: Recipe, rounds: int, per_class: int) -
     other on a shared machine; these are seconds apart."""
     data = subset(root, base / f"speed_subset{per_class}", per_class)
     read_once(data)
-    quick = Recipe(epochs=2, img_size=r.img_size, batch=r.batch)
+    quick = Recipe(epochs=2, img_size=r.img_size, batch=r.batch, ours_set=r.ours_set)
     speeds: dict[str, list[float]] = {"ours": [], "timm": []}
     first: list[str] = []
     for i in range(rounds):

@@ -30,6 +30,14 @@ def main() -> None:
     p.add_argument("--images", type=int, default=150, help="train images per class of each round's runs")
     p.add_argument("--img-size", type=int, default=112, help="as imagenette.py's accuracy runs")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument(
+        "--ours-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an engine override for ours' runs only, e.g. run.keep_freed_memory=false (repeatable)",
+    )
+    p.add_argument("--doc", default="imagenette_speed.md", help="the page written under docs/")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.root)
@@ -46,7 +54,11 @@ def main() -> None:
         raise SystemExit(
             f"imagenette_speed.py: {args.images} images x {len(classes)} classes cannot fill one batch of {args.batch}"
         )
-    r = Recipe(epochs=2, img_size=args.img_size, batch=args.batch)
+    if any("=" not in kv for kv in args.ours_set):
+        raise SystemExit(f"imagenette_speed.py: --ours-set takes KEY=VALUE, got {args.ours_set}")
+    if Path(args.doc).name != args.doc or not args.doc.endswith(".md"):
+        raise SystemExit(f"imagenette_speed.py: --doc takes a file name ending in .md, got {args.doc!r}")
+    r = Recipe(epochs=2, img_size=args.img_size, batch=args.batch, ours_set=tuple(args.ours_set))
     s = loop_speed(root, Path(args.out), r, args.rounds, args.images)
     ratios = s["ratios"]
     rows = "\n".join(
@@ -58,7 +70,9 @@ def main() -> None:
         f"mobilevit_xxs trained by each library's own loop (benchmarks/imagenette.py's recipe) at "
         f"{r.img_size} px, batch {r.batch}, on {s['train_images']:,} Imagenette train images; "
         f"{s['rounds']} alternating rounds, each both loops for 2 epochs, the second epoch timed "
-        "(loader workers started, files read once before).\n\n"
+        "(loader workers started, files read once before)."
+        + (f" Ours' runs with `{' '.join(r.ours_set)}`." if r.ours_set else "")
+        + "\n\n"
         f"Ours / timm train images/s, median round: **{s['ratio_median']:.3f}x** (target >= 1.0x: "
         f"{'met' if s['ratio_median'] >= 1.0 else 'not met'}); ours ahead in {ahead} of {len(ratios)} "
         f"rounds; spread of the ratio {s['ratio_spread']:.3f}.\n\n"
@@ -76,7 +90,9 @@ def main() -> None:
         )
         if v != p.get_default(k)
     )
-    write_doc("imagenette_speed.md", "Imagenette train images/s: ours against timm", body, cmd)
+    cmd += "".join(f" --ours-set {kv}" for kv in args.ours_set)
+    cmd += f" --doc {args.doc}" if args.doc != p.get_default("doc") else ""
+    write_doc(args.doc, "Imagenette train images/s: ours against timm", body, cmd)
     print_json_last(
         {
             "ours": [round(x, 1) for x in s["ours"]],
