@@ -14,8 +14,12 @@ the fp32 file of the same runtime in alternating rounds:
   more than ``--max-drop``, a per-block sensitivity pass ranks what each block costs and the
   costliest blocks are kept in fp32 until it holds (rows "blocks in fp32", with their latency);
 - ``executorch_int8`` / ``litert_int8`` (PT2E for XNNPACK) vs their fp32 files;
-- ``openvino_int8`` (NNCF) and ``openvino_bf16`` vs OpenVINO f32 (on a CPU without native bf16,
-  OpenVINO computes the bf16 file in f32: the ``computed as`` column says so).
+- ``openvino_int8`` (NNCF; the ops it leaves unquantized in f32) and ``openvino_bf16`` vs OpenVINO
+  f32 (on a CPU without native bf16, OpenVINO computes the bf16 file in f32: the ``computed as``
+  column says so).
+
+Rows are kept per machine (the ``machine`` column): a run on another CPU adds its rows beside the
+earlier ones instead of replacing them.
 
 Columns: top-1 of fp32 and of the path, the drop (target <= 0.5 pt), top-1 agreement, the largest
 logit change, and the latency ratio. Prints, as its last line, a JSON object with every figure;
@@ -254,17 +258,30 @@ def keep_float_until(
     return fixes
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str]:
-    return r["weights"], r["path"].split(",")[0]  # a path's blocks-in-fp32 rows go with it
+# the CPU of the rows stored before rows named their machine (the page's header then said so)
+FIRST_MACHINE = "AMD EPYC, family 25 model 1"
+
+
+def this_machine() -> str:
+    from mobilevit.bench import machine_info
+
+    return str(machine_info()["cpu"])
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str, str]:
+    # a path's blocks-in-fp32 rows go with it; another CPU's rows are rows of their own
+    return r.get("machine", FIRST_MACHINE), r["weights"], r["path"].split(",")[0]
 
 
 def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The stored rows, those of every (weights, path) measured now replaced by the new ones;
-    ordered by weights, then path."""
+    """The stored rows, those of every (machine, weights, path) measured now replaced by the new
+    ones; ordered by weights, then machine, then path."""
     now = {_key(r) for r in new}
     rows = [r for r in old if _key(r) not in now] + new
     order = {p: i for i, p in enumerate(PATHS)}
-    return sorted(rows, key=lambda r: (r["weights"], order.get(_key(r)[1], len(order)), r["path"]))
+    return sorted(
+        rows, key=lambda r: (r["weights"], _key(r)[0], order.get(_key(r)[2], len(order)), r["path"])
+    )
 
 
 def main() -> None:
@@ -298,25 +315,26 @@ def main() -> None:
         )
     torch.set_num_threads(2)
     new = [
-        r | {"date": time.strftime("%Y-%m-%d")}
+        r | {"date": time.strftime("%Y-%m-%d"), "machine": this_machine()}
         for w in args.weights
         for r in measure(Path(w), tuple(args.paths), args.calib_images, args.iters, args.max_drop)
     ]
     rows = merge([] if args.fresh else json.loads(ROWS_FILE.read_text()) if ROWS_FILE.is_file() else [], new)
     ROWS_FILE.write_text(json.dumps(rows, indent=1) + "\n")
     lines = [
-        "| model | path | computed as | fp32 top-1 | top-1 | drop (pt) | agreement | largest logit change | "
+        "| model | machine | path | computed as | fp32 top-1 | top-1 | drop (pt) | agreement | largest logit change | "
         "ms fp32 | ms reduced | ratio | measured |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if "skipped" in r:
             lines.append(
-                f"| {Path(r['weights']).parent.name} | {r['path']} | skipped: {r['skipped']} ||||||||| {r['date']} |"
+                f"| {Path(r['weights']).parent.name} | {_key(r)[0]} | {r['path']} | skipped: {r['skipped']} "
+                f"||||||||| {r['date']} |"
             )
             continue
         lines.append(
-            f"| {r['arch']} | {r['path']} | {r['computed_as']} | {100 * r['fp32_top1']:.2f}% | {100 * r['top1']:.2f}% | "
+            f"| {r['arch']} | {_key(r)[0]} | {r['path']} | {r['computed_as']} | {100 * r['fp32_top1']:.2f}% | {100 * r['top1']:.2f}% | "
             f"{r['top1_drop_pt']:.2f} | {r['top1_agreement']:.4f} | {100 * r['max_rel_logit_diff']:.1f}% | "
             f"{r['fp32_ms']:.2f} | {r['reduced_ms']:.2f} | {r['ratio']:.2f} | {r['date']} |"
         )
@@ -326,7 +344,7 @@ def main() -> None:
         if "sensitivity" not in r:
             continue
         sensitivity += [
-            f"\n{r['arch']}, {r['path']}: one block quantized at a time (the rest in fp32), "
+            f"\n{r['arch']}, {r['path']} ({_key(r)[0]}): one block quantized at a time (the rest in fp32), "
             + ("compiled as the path runs" if r["path"] == "compiled_int8" else "in onnxruntime at batch 32")
             + f", every val image; the pass took {r['sensitivity_seconds'] / 60:.1f} min. "
             "The costliest first:\n",
@@ -343,7 +361,9 @@ def main() -> None:
         f"{measured[0]['preprocessing'] if measured else ''}. Latency: batch 1, ms per image (p50), "
         f"alternating rounds against the fp32 file of the same runtime. Each run of the script replaces "
         f"the rows of the paths it measures (kept in {ROWS_FILE.name}; `--fresh` starts over): the "
-        "last column gives each row's date.\n\n"
+        "last column gives each row's date. The header names the machine of the latest run; each row "
+        "names its own (a CPU with VNNI or AMX runs int8 with 8-bit activations and bf16 natively, "
+        "one without computes OpenVINO's bf16 in f32).\n\n"
         + "\n".join(lines)
         + f"\n\nTarget: a drop of at most {args.max_drop} pt on every path. The export check keeps a file by "
         "the same rule (`--max-drop`, default 0.5). Where the PyTorch x86 or the onnxruntime path misses "
@@ -358,7 +378,7 @@ def main() -> None:
         "python benchmarks/int8_real.py --weights " + " ".join(sorted({r["weights"] for r in rows})),
     )
     figures = {
-        f"{r['arch']}.{r['path']}{'.' + '+'.join(r['keep_float']) if r.get('keep_float') else ''}": (
+        f"{_key(r)[0]}:{r['arch']}.{r['path']}{'.' + '+'.join(r['keep_float']) if r.get('keep_float') else ''}": (
             {
                 "drop_pt": round(r["top1_drop_pt"], 2),
                 "agreement": round(r["top1_agreement"], 4),
@@ -370,9 +390,9 @@ def main() -> None:
         for r in rows
     }
     # a path counts as within where it, or its last blocks-in-fp32 fix, is
-    final: dict[tuple[str, str], float] = {}
+    final: dict[tuple[str, str, str], float] = {}
     for r in measured:
-        final[(r["arch"], r["path"].split(",")[0])] = r["top1_drop_pt"]
+        final[_key(r)] = r["top1_drop_pt"]
     figures["all_within_target"] = all(d <= args.max_drop for d in final.values()) and len(measured) == len(
         rows
     )
