@@ -355,8 +355,9 @@ def loop_speed(root: Path, base: Path, r: Recipe, rounds: int, per_class: int) -
     accuracy runs train) measured against each other: ``rounds`` rounds, each training ours and
     timm's model for 2 epochs on ``per_class`` images per class, each run in a process of its own
     (`in_fresh_process`), in alternating order (ours first in even rounds, timm first in odd
-    ones). A round's figure is its second epoch's images/s (the loader's workers already started). The accuracy runs' own images/s are an hour apart from each
-    other on a shared machine; these are seconds apart."""
+    ones). A round's figure is its second epoch's images/s (the loader's workers already
+    started). The accuracy runs' own images/s are an hour apart from each other on a shared
+    machine; these are seconds apart."""
     data = subset(root, base / f"speed_subset{per_class}", per_class)
     read_once(data)
     quick = Recipe(epochs=2, img_size=r.img_size, batch=r.batch, ours_set=r.ours_set)
