@@ -414,6 +414,7 @@ before = faults()
 x = torch.ones(64 << 18)  # the same size again, every page written
 print(faults() - before)
 """
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 @pytest.mark.subprocess
@@ -421,18 +422,13 @@ print(faults() - before)
     sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc's malloc only"
 )
 @pytest.mark.skipif(
-    "[always]"
-    in (
-        Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-        if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()
-        else ""
-    ),
+    THP.exists() and "[always]" in THP.read_text(),
     reason="transparent huge pages always on: a block faults in 2 MiB at a time, uncountable here",
 )
 def test_keep_freed_memory_reuses_a_freed_block_without_page_faults():
     """A step's activations freed and allocated again: without the engine's malloc thresholds
-    glibc unmaps the block and every page of the next one faults in anew (65,536 pages of 4 KiB);
-    with them the block is reused (engine/memory.py)."""
+    glibc unmaps the block and the next one faults in anew (256 MiB: 65,536 pages of 4 KiB, a
+    fault per page or per few pages); with them the block is reused (engine/memory.py)."""
 
     def faults(mode: str) -> int:
         run = subprocess.run([sys.executable, "-c", KEPT_MEMORY, mode], capture_output=True, text=True)

@@ -23,14 +23,15 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
 # the largest block served from the heap rather than its own mapping, and the free heap top kept
+# (mallopt takes a C int: 1 GiB each, well inside it)
 MMAP_THRESHOLD = 1 << 30
-TRIM_THRESHOLD = 1 << 31
+TRIM_THRESHOLD = 1 << 30
 
 
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory in this process (and in the processes it forks
     after this call, e.g. data-loader workers): ``mallopt(M_MMAP_THRESHOLD, 1 GiB)`` and
-    ``mallopt(M_TRIM_THRESHOLD, 2 GiB)``.
+    ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``.
 
     Returns:
         Whether the thresholds were set: False off Linux / glibc (another allocator's behaviour
@@ -48,7 +49,7 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if ok:
-        log.info("glibc malloc keeps freed memory: mmap threshold 1 GiB, trim threshold 2 GiB")
+        log.info("glibc malloc keeps freed memory: mmap and trim thresholds 1 GiB")
     else:
         log.debug("keep_freed_memory: glibc refused the thresholds; allocator left as it is")
     return ok
