@@ -43,7 +43,6 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import torch
@@ -319,9 +318,9 @@ def read_once(root: Path) -> int:
     return sum(len(f.read_bytes()) for f in sorted(root.rglob("*")) if f.is_file())
 
 
-def _run_and_send(owner: str, model: str, seed: int, root: Path, out: Path, r: Recipe, queue: Any) -> None:
+def _run_rows(owner: str, model: str, seed: int, root: Path, out: Path, r: Recipe) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.WARNING)
-    queue.put((run_ours if owner == "ours" else run_timm)(model, seed, root, out, r)["rows"])
+    return (run_ours if owner == "ours" else run_timm)(model, seed, root, out, r)["rows"]
 
 
 def in_fresh_process(
@@ -332,22 +331,14 @@ def in_fresh_process(
     engine's malloc thresholds, engine/memory.py; the heap the other loop left) out of the other's
     figures."""
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_run_and_send, args=(owner, model, seed, root, out, r, queue))
-    proc.start()
-    rows = None
-    while rows is None:
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         try:
-            rows = queue.get(timeout=5)
-        except Empty:
-            if not proc.is_alive() and queue.empty():
-                raise SystemExit(
-                    f"imagenette.py: the {owner} run in {out} ended without a result (exit code {proc.exitcode})"
-                ) from None
-    proc.join()
-    return rows
+            return pool.submit(_run_rows, owner, model, seed, root, out, r).result()
+        except BrokenProcessPool:
+            raise SystemExit(f"imagenette.py: the {owner} run in {out} died without a result") from None
 
 
 def loop_speed(root: Path, base: Path, r: Recipe, rounds: int, per_class: int) -> dict[str, Any]:
