@@ -22,16 +22,16 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
-# the largest block served from the heap rather than its own mapping, and the free heap top kept
-# (mallopt takes a C int: 1 GiB each, well inside it)
+# the largest block served from the heap rather than its own mapping (mallopt takes a C int),
+# and -1 for the trim threshold: never trim the heap's free top (mallopt(3))
 MMAP_THRESHOLD = 1 << 30
-TRIM_THRESHOLD = 1 << 30
+TRIM_THRESHOLD = -1
 
 
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory in this process (and in the processes it forks
     after this call, e.g. data-loader workers): ``mallopt(M_MMAP_THRESHOLD, 1 GiB)`` and
-    ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``.
+    ``mallopt(M_TRIM_THRESHOLD, -1)`` (no trimming).
 
     Returns:
         Whether the thresholds were set: False off Linux / glibc (another allocator's behaviour
@@ -49,7 +49,7 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if ok:
-        log.info("glibc malloc keeps freed memory: mmap and trim thresholds 1 GiB")
+        log.info("glibc malloc keeps freed memory: mmap threshold 1 GiB, heap top never trimmed")
     else:
         log.debug("keep_freed_memory: glibc refused the thresholds; allocator left as it is")
     return ok
